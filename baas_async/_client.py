@@ -12,7 +12,6 @@ from typing import Any, Literal, overload
 
 import anyio
 import httpx
-import sniffio
 
 from ._auth import TokenSource
 from ._config import (
@@ -217,17 +216,8 @@ class AsyncBaaS:
             )
         elif self._transport is not None:
             sender = HttpxSender(self._base_url, self._static_headers, transport=self._transport)
-        elif sniffio.current_async_library() == "asyncio":
-            sender = NativeSender(self._base_url, self._static_headers, self._limits)
         else:
-            # trio (and any other anyio backend): httpx's own pool, which speaks anyio.
-            sender = HttpxSender(
-                self._base_url,
-                self._static_headers,
-                transport=httpx.AsyncHTTPTransport(limits=self._limits),
-                owned=True,
-                traced=True,
-            )
+            sender = NativeSender(self._base_url, self._static_headers, self._limits)
         self._sender = sender
         return sender
 

@@ -1,11 +1,12 @@
 """Moving bytes: the two ways a call reaches the platform.
 
-* ``NativeSender`` — the default on asyncio: a keep-alive connection pool of plain asyncio
-  protocols with the llhttp parser (``httptools``). It does only what an invocation needs
-  (one request, one response, HTTP/1.1, TLS) and so costs a fraction of a general client's
-  CPU per call; ``benchmarks/transports.py`` holds the measurement behind the choice.
-* ``HttpxSender`` — everything else: trio, a caller's ``httpx.AsyncClient``, or a caller's
-  httpx transport (e.g. ``httpx.ASGITransport`` to call the emulator in-process).
+* ``NativeSender`` — the default: a keep-alive connection pool with the llhttp parser
+  (``httptools``), built on asyncio protocols under asyncio and on anyio streams under
+  trio. It does only what an invocation needs (one request, one response, HTTP/1.1, TLS)
+  and so costs a fraction of a general client's CPU per call;
+  ``benchmarks/transports.py`` holds the measurement behind the choice.
+* ``HttpxSender`` — a caller's ``httpx.AsyncClient`` or httpx transport (e.g.
+  ``httpx.ASGITransport`` to call the emulator in-process).
 
 Both take a request as (path, extra headers, body) and return a fully read ``RawResponse``;
 both translate their library's errors into baas_async exceptions here and nowhere else.
@@ -15,6 +16,7 @@ Deadlines are not applied here: the caller wraps the whole call in one ``anyio.f
 from __future__ import annotations
 
 import asyncio
+import socket
 import ssl
 import time
 from collections import deque
@@ -22,8 +24,11 @@ from collections.abc import Mapping
 from typing import Any, NamedTuple, Protocol
 from urllib.parse import urlsplit
 
+import anyio
+import anyio.abc
 import httptools
 import httpx
+import sniffio
 
 from ._exceptions import ClientClosed, ConnectError, ConnectionLost, InvocationTimeout
 
@@ -112,30 +117,90 @@ def _subject(call: Call) -> str:
     return f"cloud function {call.function_name!r}"
 
 
-# -- the native asyncio transport ---------------------------------------------------------------
+# -- the native transports ----------------------------------------------------------------------
 
 
 class _Failure(Exception):
-    """Raised inside the native transport; translated in ``NativeSender.send``."""
+    """Raised inside the native transports; translated in ``NativeSender.send``."""
+
+
+class _Reply:
+    """Collects one HTTP response from the llhttp parser's callbacks.
+
+    One instance lives as long as its connection, since the parser keeps state between
+    responses of a keep-alive connection.
+    """
+
+    __slots__ = ("body", "complete", "headers", "headers_done", "keep_alive", "parser", "status")
+
+    def __init__(self) -> None:
+        self.parser = httptools.HttpResponseParser(self)
+        self.reset()
+
+    def reset(self) -> None:
+        self.status = 0
+        self.headers: dict[str, str] = {}
+        self.body: list[bytes] = []
+        self.headers_done = False
+        self.complete = False
+        self.keep_alive = True
+
+    def feed(self, data: bytes) -> None:
+        """Parse received bytes; raise ``_Failure`` when they are not HTTP."""
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError as exc:
+            raise _Failure(f"malformed HTTP reply: {exc}") from exc
+
+    def end_of_stream(self) -> bool:
+        """The peer closed: whether that completes a body delimited by the close."""
+        if self.headers_done and not (
+            "content-length" in self.headers or "transfer-encoding" in self.headers
+        ):
+            self.keep_alive = False
+            self.complete = True
+        return self.complete
+
+    def result(self) -> RawResponse:
+        return RawResponse(self.status, self.headers, b"".join(self.body))
+
+    # httptools callbacks
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers[name.decode("latin-1").lower()] = value.decode("latin-1")
+
+    def on_headers_complete(self) -> None:
+        self.status = self.parser.get_status_code()
+        self.keep_alive = self.parser.should_keep_alive()
+        self.headers_done = True
+
+    def on_body(self, body: bytes) -> None:
+        self.body.append(body)
+
+    def on_message_complete(self) -> None:
+        self.complete = True
+
+
+def _incomplete(exc: BaseException | None) -> _Failure:
+    reason = f" ({exc})" if exc else ""
+    return _Failure(f"the server closed the connection before the reply was complete{reason}")
 
 
 class _Connection(asyncio.Protocol):
-    """One HTTP/1.1 connection, driven by one call at a time."""
+    """One HTTP/1.1 connection as an asyncio protocol, driven by one call at a time."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
         self._transport: asyncio.Transport | None = None
-        self._parser = httptools.HttpResponseParser(self)
+        self._reply = _Reply()
         self._waiter: asyncio.Future[None] | None = None
-        self._status = 0
-        self._headers: dict[str, str] = {}
-        self._header_name = ""
-        self._body: list[bytes] = []
-        self._headers_done = False
-        self.keep_alive = True
         self.closed = False
         self.discarded = False
         self.idle_since = 0.0
+
+    @property
+    def keep_alive(self) -> bool:
+        return self._reply.keep_alive
 
     # asyncio.Protocol
 
@@ -144,56 +209,29 @@ class _Connection(asyncio.Protocol):
         self._transport = transport
 
     def data_received(self, data: bytes) -> None:
-        if self._waiter is None or self._waiter.done():
-            # Bytes nobody asked for: the connection's state is unknown, so it must not be
-            # reused.
+        waiter = self._waiter
+        if waiter is None or waiter.done():
+            # Bytes nobody asked for: the connection's state is unknown, never reuse it.
             self.abort()
             return
         try:
-            self._parser.feed_data(data)
-        except httptools.HttpParserError as exc:
+            self._reply.feed(data)
+        except _Failure as exc:
             self.abort()
-            self._fail(_Failure(f"malformed HTTP reply: {exc}"))
+            waiter.set_exception(exc)
+            return
+        if self._reply.complete:
+            waiter.set_result(None)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         waiter = self._waiter
         if waiter is None or waiter.done():
             return
-        if self._headers_done and not (
-            "content-length" in self._headers or "transfer-encoding" in self._headers
-        ):
-            # A body delimited by the end of the connection is complete now.
-            self.keep_alive = False
+        if self._reply.end_of_stream():
             waiter.set_result(None)
-            return
-        reason = f" ({exc})" if exc else ""
-        self._fail(
-            _Failure(f"the server closed the connection before the reply was complete{reason}")
-        )
-
-    # httptools callbacks
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self._headers[name.decode("latin-1").lower()] = value.decode("latin-1")
-
-    def on_headers_complete(self) -> None:
-        self._status = self._parser.get_status_code()
-        self.keep_alive = self._parser.should_keep_alive()
-        self._headers_done = True
-
-    def on_body(self, body: bytes) -> None:
-        self._body.append(body)
-
-    def on_message_complete(self) -> None:
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_result(None)
-
-    # driving
-
-    def _fail(self, exc: BaseException) -> None:
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_exception(exc)
+        else:
+            waiter.set_exception(_incomplete(exc))
 
     def abort(self) -> None:
         """Close at once, dropping unsent data: used whenever the state is uncertain."""
@@ -203,7 +241,7 @@ class _Connection(asyncio.Protocol):
 
     async def roundtrip(self, call: Call, data: bytes) -> RawResponse:
         assert self._transport is not None
-        self._status, self._headers, self._body, self._headers_done = 0, {}, [], False
+        self._reply.reset()
         waiter = self._waiter = self._loop.create_future()
         try:
             self._transport.write(data)
@@ -211,11 +249,11 @@ class _Connection(asyncio.Protocol):
             await waiter
         finally:
             self._waiter = None
-        return RawResponse(self._status, self._headers, b"".join(self._body))
+        return self._reply.result()
 
 
-class _Pool:
-    """A bounded pool of keep-alive connections to one origin.
+class _ProtocolPool:
+    """A bounded pool of keep-alive asyncio-protocol connections to one origin.
 
     Waiters are served first-in first-out. A waiter is handed either an idle connection or,
     when a connection was dropped, its *slot* (``None``) to open a new one with, so the
@@ -223,40 +261,36 @@ class _Pool:
     handed something gives it back: cancelled waiters never leak slots.
     """
 
-    def __init__(
-        self,
-        loop: asyncio.AbstractEventLoop,
-        host: str,
-        port: int,
-        ssl_context: ssl.SSLContext | None,
-        max_connections: int,
-        max_idle: int,
-        keepalive_expiry: float | None,
-    ) -> None:
-        self._loop = loop
-        self._host = host
-        self._port = port
-        self._ssl = ssl_context
-        self._max = max_connections
-        self._max_idle = max_idle
-        self._expiry = keepalive_expiry
+    def __init__(self, origin: _Origin) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._origin = origin
         self._slots_taken = 0
         self._idle: list[_Connection] = []
         self._busy: set[_Connection] = set()
         self._waiters: deque[asyncio.Future[_Connection | None]] = deque()
         self.closed = False
 
-    async def acquire(self) -> _Connection:
-        idle = self._idle
+    async def exchange(self, call: Call, data: bytes) -> RawResponse:
+        """Send ``data`` on a pooled connection and return the complete reply."""
+        conn = await self._acquire()
+        try:
+            response = await conn.roundtrip(call, data)
+        except BaseException:
+            # An error or a cancellation mid-exchange: the connection's state is unknown.
+            self._discard(conn)
+            raise
+        self._release(conn)
+        return response
+
+    async def _acquire(self) -> _Connection:
+        idle, expiry = self._idle, self._origin.keepalive_expiry
         while idle:
             conn = idle.pop()
-            if not conn.closed and (
-                self._expiry is None or time.monotonic() - conn.idle_since < self._expiry
-            ):
+            if not conn.closed and (expiry is None or time.monotonic() - conn.idle_since < expiry):
                 self._busy.add(conn)
                 return conn
             self._drop(conn)
-        if self._slots_taken < self._max:
+        if self._slots_taken < self._origin.max_connections:
             self._slots_taken += 1
             return await self._open()
         waiter: asyncio.Future[_Connection | None] = self._loop.create_future()
@@ -270,39 +304,38 @@ class _Pool:
                 if handed is None:
                     self._free_slot()
                 else:
-                    self._busy.add(handed)
-                    self.release(handed)
+                    self._release(handed)
             raise
         if conn_or_slot is None:
             return await self._open()
-        self._busy.add(conn_or_slot)
         if self.closed:
-            self.discard(conn_or_slot)
+            self._drop(conn_or_slot)
             raise _Failure("pool closed")
+        self._busy.add(conn_or_slot)
         return conn_or_slot
 
     async def _open(self) -> _Connection:
         """Open a connection in a slot already taken; free the slot if that fails."""
+        origin = self._origin
         try:
             _, conn = await self._loop.create_connection(
                 lambda: _Connection(self._loop),
-                self._host,
-                self._port,
-                ssl=self._ssl,
-                server_hostname=self._host if self._ssl else None,
+                origin.host,
+                origin.port,
+                ssl=origin.ssl_context,
+                server_hostname=origin.host if origin.ssl_context else None,
             )
         except BaseException:
             self._free_slot()
             raise
-        if self.closed:  # aclose() ran while we were connecting
-            conn.abort()
-            self._free_slot()
+        if self.closed:  # close() ran while we were connecting
+            self._drop(conn)
             raise _Failure("pool closed")
         self._busy.add(conn)
         return conn
 
-    def release(self, conn: _Connection) -> None:
-        """Return a connection after a complete exchange; reuse it if it can be."""
+    def _release(self, conn: _Connection) -> None:
+        """Take a connection back after a complete exchange; reuse it if it can be."""
         self._busy.discard(conn)
         if conn.closed or not conn.keep_alive or self.closed:
             self._drop(conn)
@@ -313,18 +346,18 @@ class _Pool:
             if not waiter.done():
                 waiter.set_result(conn)
                 return
-        if len(self._idle) >= self._max_idle:
+        if len(self._idle) >= self._origin.max_idle:
             self._drop(conn)
             return
         conn.idle_since = time.monotonic()
         self._idle.append(conn)
 
-    def discard(self, conn: _Connection) -> None:
-        """Close a connection whose state is uncertain (error, cancellation) and free its slot."""
+    def _discard(self, conn: _Connection) -> None:
         self._busy.discard(conn)
         self._drop(conn)
 
     def _drop(self, conn: _Connection) -> None:
+        """Close a connection and free its slot, once."""
         if conn.discarded:
             return
         conn.discarded = True
@@ -340,7 +373,7 @@ class _Pool:
                 return
         self._slots_taken -= 1
 
-    def close(self) -> None:
+    async def aclose(self) -> None:
         self.closed = True
         for conn in [*self._idle, *self._busy]:
             conn.abort()
@@ -352,12 +385,132 @@ class _Pool:
 
     @property
     def connections(self) -> int:
-        """Connections open or being opened."""
         return self._slots_taken
 
 
+class _StreamConnection:
+    """One HTTP/1.1 connection over an anyio byte stream (used on trio)."""
+
+    __slots__ = ("idle_since", "reply", "socket", "stream")
+
+    def __init__(self, stream: anyio.abc.ByteStream) -> None:
+        self.stream = stream
+        self.reply = _Reply()
+        self.idle_since = 0.0
+        raw = anyio.abc.SocketAttribute.raw_socket
+        self.socket: socket.socket | None = stream.extra(raw, None)  # noqa: S610 (not Django)
+
+    def looks_alive(self) -> bool:
+        """Whether the server has not closed the idle connection (a non-blocking peek)."""
+        if self.socket is None:
+            return True
+        try:
+            self.socket.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            return True  # nothing to read: open and quiet, as an idle connection should be
+        except OSError:
+            return False
+        return False  # end of stream, or bytes nobody asked for: do not reuse
+
+    async def roundtrip(self, call: Call, data: bytes) -> RawResponse:
+        reply = self.reply
+        reply.reset()
+        await self.stream.send(data)
+        call.sent = True
+        while not reply.complete:
+            try:
+                chunk = await self.stream.receive()
+            except (anyio.EndOfStream, anyio.BrokenResourceError) as exc:
+                if reply.end_of_stream():
+                    break
+                raise _incomplete(exc) from exc
+            reply.feed(chunk)
+        return reply.result()
+
+
+class _StreamPool:
+    """A bounded pool of keep-alive connections over anyio streams, for event loops other
+    than asyncio. A ``CapacityLimiter`` bounds the connections in use (it is fair, and a
+    cancelled waiter takes nothing from it); new connections are opened only when no idle
+    one is left, so the total never exceeds the limit.
+    """
+
+    def __init__(self, origin: _Origin) -> None:
+        self._origin = origin
+        self._limiter = anyio.CapacityLimiter(origin.max_connections)
+        self._idle: list[_StreamConnection] = []
+        self._busy: set[_StreamConnection] = set()
+        self.closed = False
+
+    async def exchange(self, call: Call, data: bytes) -> RawResponse:
+        async with self._limiter:
+            conn = await self._checkout()
+            self._busy.add(conn)
+            try:
+                response = await conn.roundtrip(call, data)
+            except BaseException:
+                self._busy.discard(conn)
+                await anyio.aclose_forcefully(conn.stream)
+                raise
+            self._busy.discard(conn)
+            reusable = conn.reply.keep_alive and not self.closed
+            if reusable and len(self._idle) < self._origin.max_idle:
+                conn.idle_since = time.monotonic()
+                self._idle.append(conn)
+            else:
+                await anyio.aclose_forcefully(conn.stream)
+            return response
+
+    async def _checkout(self) -> _StreamConnection:
+        """An idle connection that is still usable, or a new one."""
+        expiry = self._origin.keepalive_expiry
+        while self._idle:
+            conn = self._idle.pop()
+            fresh = expiry is None or time.monotonic() - conn.idle_since < expiry
+            if fresh and conn.looks_alive():
+                return conn
+            await anyio.aclose_forcefully(conn.stream)
+        return await self._open()
+
+    async def _open(self) -> _StreamConnection:
+        origin = self._origin
+        if self.closed:
+            raise _Failure("pool closed")
+        stream: anyio.abc.ByteStream
+        if origin.ssl_context is None:
+            stream = await anyio.connect_tcp(origin.host, origin.port)
+        else:
+            stream = await anyio.connect_tcp(
+                origin.host,
+                origin.port,
+                ssl_context=origin.ssl_context,
+                tls_standard_compatible=False,
+            )
+        return _StreamConnection(stream)
+
+    async def aclose(self) -> None:
+        self.closed = True
+        for conn in [*self._idle, *self._busy]:
+            await anyio.aclose_forcefully(conn.stream)
+        self._idle.clear()
+
+    @property
+    def connections(self) -> int:
+        return len(self._idle) + len(self._busy)
+
+
+class _Origin(NamedTuple):
+    host: str
+    port: int
+    ssl_context: ssl.SSLContext | None
+    max_connections: int
+    max_idle: int
+    keepalive_expiry: float | None
+
+
 class NativeSender:
-    """The default sender on asyncio; see the module docstring."""
+    """The default sender: see the module docstring. On asyncio it drives protocols
+    directly; on other event loops (trio) it uses anyio streams with the same parser."""
 
     traced = True
 
@@ -370,83 +523,68 @@ class NativeSender:
     ) -> None:
         scheme, host, port, self._prefix = split_base_url(base_url)
         default_port = 443 if scheme == "https" else 80
-        authority = host if port == default_port else f"{host}:{port}"
-        if ":" in host:  # IPv6 literal
-            authority = f"[{host}]" if port == default_port else f"[{host}]:{port}"
+        name = f"[{host}]" if ":" in host else host  # an IPv6 literal
+        authority = name if port == default_port else f"{name}:{port}"
         self._head = "".join(
-            f"{name}: {value}\r\n" for name, value in [("Host", authority), *static_headers]
+            f"{key}: {value}\r\n" for key, value in [("Host", authority), *static_headers]
         )
-        self._host, self._port = host, port
-        self._ssl = (ssl_context or ssl.create_default_context()) if scheme == "https" else None
-        self._max = limits.max_connections or 100
-        self._max_idle = (
-            self._max
-            if limits.max_keepalive_connections is None
-            else min(self._max, limits.max_keepalive_connections)
+        max_connections = limits.max_connections or 100
+        max_idle = limits.max_keepalive_connections
+        self._origin = _Origin(
+            host,
+            port,
+            (ssl_context or ssl.create_default_context()) if scheme == "https" else None,
+            max_connections,
+            max_connections if max_idle is None else min(max_connections, max_idle),
+            limits.keepalive_expiry,
         )
-        self._expiry = limits.keepalive_expiry
-        self._pool: _Pool | None = None
+        self._pool: _ProtocolPool | _StreamPool | None = None
         self._closed = False
-
-    def _get_pool(self) -> _Pool:
-        pool = self._pool
-        if pool is None:
-            pool = self._pool = _Pool(
-                asyncio.get_running_loop(),
-                self._host,
-                self._port,
-                self._ssl,
-                self._max,
-                self._max_idle,
-                self._expiry,
-            )
-        return pool
 
     async def send(
         self, call: Call, method: str, path: str, headers: list[tuple[str, str]], body: bytes
     ) -> RawResponse:
         """Send one request on a pooled connection and read the whole reply."""
-        head = "".join(f"{name}: {value}\r\n" for name, value in headers)
+        head = "".join(f"{key}: {value}\r\n" for key, value in headers)
         data = (
             f"{method} {self._prefix}{path} HTTP/1.1\r\n{self._head}{head}"
             f"Content-Length: {len(body)}\r\n\r\n"
         ).encode() + body
-        pool = self._get_pool()
+        pool = self._pool
+        if pool is None:
+            if sniffio.current_async_library() == "asyncio":
+                pool = self._pool = _ProtocolPool(self._origin)
+            else:
+                pool = self._pool = _StreamPool(self._origin)
         try:
-            conn = await pool.acquire()
-        except _Failure as exc:
-            raise _closed_error(call) from exc
-        except OSError as exc:
-            if self._closed:
-                raise _closed_error(call) from exc
-            raise ConnectError(
-                f"{_subject(call)}: could not connect to {self._host}:{self._port}: {exc}",
+            return await pool.exchange(call, data)
+        except (_Failure, OSError, anyio.ClosedResourceError) as exc:
+            raise self._translate(call, exc) from exc
+
+    def _translate(self, call: Call, exc: Exception) -> Exception:
+        """Map a failure of the native transports onto the baas_async tree."""
+        if self._closed:
+            return _closed_error(call)
+        if call.sent is False and isinstance(exc, OSError):
+            origin = self._origin
+            return ConnectError(
+                f"{_subject(call)}: could not connect to {origin.host}:{origin.port}: {exc}",
                 function_name=call.function_name,
                 may_have_run=False,
                 elapsed=call.elapsed(),
-            ) from exc
-        try:
-            response = await conn.roundtrip(call, data)
-        except BaseException as exc:
-            pool.discard(conn)
-            if isinstance(exc, _Failure):
-                if self._closed:
-                    raise _closed_error(call) from exc
-                raise ConnectionLost(
-                    f"{_subject(call)}: {exc}",
-                    function_name=call.function_name,
-                    may_have_run=call.may_have_run,
-                    elapsed=call.elapsed(),
-                ) from exc
-            raise
-        pool.release(conn)
-        return response
+            )
+        return ConnectionLost(
+            f"{_subject(call)}: {exc}",
+            function_name=call.function_name,
+            may_have_run=call.may_have_run,
+            elapsed=call.elapsed(),
+        )
 
     async def aclose(self) -> None:
         """Close every connection; calls in flight fail with :class:`ClientClosed`."""
         self._closed = True
         if self._pool is not None:
-            self._pool.close()
+            await self._pool.aclose()
 
     @property
     def connections(self) -> int:
@@ -461,11 +599,12 @@ _NO_TIMEOUTS = {"connect": None, "read": None, "write": None, "pool": None}
 
 
 class HttpxSender:
-    """Sends through an httpx transport or a caller's ``httpx.AsyncClient``.
-
-    ``owned`` senders close their transport in ``aclose``; a caller's client or transport is
-    never closed or changed.
+    """Sends through a caller's httpx transport or ``httpx.AsyncClient``, which it never
+    closes or changes. Whether a request was sent is known only where the transport reports
+    httpcore's trace events; otherwise a failed call counts as "may have run".
     """
+
+    traced = False
 
     def __init__(
         self,
@@ -474,16 +613,12 @@ class HttpxSender:
         *,
         client: httpx.AsyncClient | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
-        owned: bool = False,
-        traced: bool = False,
     ) -> None:
         split_base_url(base_url)
         self._base_url = base_url.rstrip("/")
         self._static_headers = static_headers
         self._client = client
         self._transport = transport
-        self._owned = owned
-        self.traced = traced
         self._closed = False
 
     async def send(
@@ -550,7 +685,5 @@ class HttpxSender:
         )
 
     async def aclose(self) -> None:
-        """Close the transport if this sender created it."""
+        """Mark the sender closed; the caller's client or transport stays open."""
         self._closed = True
-        if self._owned and self._transport is not None:
-            await self._transport.aclose()
