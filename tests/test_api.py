@@ -118,7 +118,7 @@ def test_secrets_never_appear_in_repr_or_errors() -> None:
     assert secret not in repr(open_api)
     assert "open API" in repr(open_api)
     assert token not in repr(user)
-    with pytest.raises(ValueError) as info:
+    with pytest.raises(ValueError, match="client_secret") as info:
         AsyncBaaS("demo", client_secret=secret + " ")
     assert secret not in str(info.value)
 

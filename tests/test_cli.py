@@ -26,7 +26,7 @@ def test_demo_prints_hello_allen() -> None:
         check=False,
     )
     assert done.returncode == 0, done.stderr
-    assert "client API: invoke('helloWorld', {\"name\": \"allen\"}) -> hello allen" in done.stdout
+    assert 'client API: invoke(\'helloWorld\', {"name": "allen"}) -> hello allen' in done.stdout
     assert "open API:" in done.stdout
     assert "emulator: stopped" in done.stdout
 
@@ -35,7 +35,8 @@ def test_invoke_prints_the_result_as_json(
     emulator: ServedEmulator, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """invoke NAME JSON prints the decoded result and exits 0."""
-    status = main(["invoke", "echo", '{"a": 1}', "--base-url", emulator.url, "--client-id", "demo"])
+    flags = ["--base-url", emulator.url, "--client-id", "demo"]
+    status = main(["invoke", "echo", '{"a": 1}', *flags])
     printed = json.loads(capsys.readouterr().out)
     assert status == 0
     assert printed["code"] == 0
@@ -60,7 +61,8 @@ def test_invoke_async_prints_accepted(
     emulator: ServedEmulator, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """--async queues the job and prints the accepted status."""
-    assert main(["invoke", "echo", "--async", "--base-url", emulator.url, "--client-id", "demo"]) == 0
+    flags = ["--base-url", emulator.url, "--client-id", "demo"]
+    assert main(["invoke", "echo", "--async", *flags]) == 0
     assert json.loads(capsys.readouterr().out)["status"] == "ok"
 
 
