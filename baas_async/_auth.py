@@ -50,6 +50,7 @@ class TokenSource:
         self._client_secret = client_secret
         self._token = access_token
         self._expires_at = float("inf") if access_token else 0.0
+        self._exchanges = 0  # completed exchanges, so lock waiters can tell one happened
         self._lock = anyio.Lock()
 
     @property
@@ -67,11 +68,13 @@ class TokenSource:
         token = self._fresh()
         if token is not None:
             return token
+        seen = self._exchanges
         async with self._lock:
-            token = self._fresh()
-            if token is None:
-                token = await self._exchange(sender, call_timeout)
-            return token
+            if self._exchanges != seen and self._token is not None:
+                # An exchange finished while we queued for the lock: its token is ours too,
+                # however short-lived it is.
+                return self._token
+            return await self._exchange(sender, call_timeout)
 
     async def renew(self, sender: Sender, refused: str, call_timeout: float | None) -> str:
         """A new token after the platform refused ``refused`` (HTTP 401).
@@ -79,8 +82,7 @@ class TokenSource:
         If another call already renewed it meanwhile, that token is returned instead.
         """
         async with self._lock:
-            if self._token != refused and self._fresh() is not None:
-                assert self._token is not None
+            if self._token is not None and self._token != refused:
                 return self._token
             return await self._exchange(sender, call_timeout)
 
@@ -100,6 +102,7 @@ class TokenSource:
         margin = min(_EXPIRY_MARGIN, expires_in / 10)
         self._token = token
         self._expires_at = time.monotonic() + expires_in - margin
+        self._exchanges += 1
         return token
 
     async def _follow_redirects(
