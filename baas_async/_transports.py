@@ -272,6 +272,11 @@ class _ProtocolPool:
 
     async def exchange(self, call: Call, data: bytes) -> RawResponse:
         """Send ``data`` on a pooled connection and return the complete reply."""
+        if asyncio.get_running_loop() is not self._loop:
+            raise RuntimeError(
+                "this AsyncBaaS is bound to the event loop it was first used in; create one "
+                "AsyncBaaS per event loop"
+            )
         conn = await self._acquire()
         try:
             response = await conn.roundtrip(call, data)

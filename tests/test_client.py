@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 
 import anyio
@@ -241,3 +242,14 @@ async def test_512_concurrent_calls_share_the_pool(emulator: ServedEmulator) -> 
                 tg.start_soon(call, i)
     assert sorted(r.unwrap()["data"] for r in results) == list(range(512))
     assert len(emulator.emulator.stats.clients) <= 100
+
+
+def test_client_refuses_a_second_event_loop(emulator: ServedEmulator) -> None:
+    """A client used on a second asyncio loop says so, instead of failing obscurely."""
+    # No idle connections, so the first loop leaves nothing open behind it.
+    limits = httpx.Limits(max_connections=1, max_keepalive_connections=0)
+    baas = AsyncBaaS("demo", base_url=emulator.url, limits=limits)
+    assert asyncio.run(baas.invoke("echo")).ok
+    with pytest.raises(RuntimeError, match="one AsyncBaaS per event loop"):
+        asyncio.run(baas.invoke("echo"))
+    asyncio.run(baas.aclose())
