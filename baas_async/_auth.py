@@ -115,7 +115,7 @@ class TokenSource:
         for it alone, and the sender is bound to it.
         """
         current = self._prefix + AUTHORIZE_PATH
-        for _ in range(_MAX_REDIRECTS):
+        for _ in range(_MAX_REDIRECTS + 1):
             if reply.status not in (301, 302, 303, 307, 308):
                 return reply
             location = reply.headers.get("location")

@@ -8,6 +8,7 @@ import platform
 import re
 import sys
 import warnings
+from collections.abc import Awaitable
 from typing import Any, Literal, overload
 
 import anyio
@@ -23,7 +24,7 @@ from ._config import (
     USE_CLIENT_DEFAULT,
     UseClientDefault,
 )
-from ._exceptions import ClientClosed, InvocationTimeout
+from ._exceptions import BaaSError, ClientClosed, InvocationTimeout
 from ._models import AcceptedJob, InvokeResult
 from ._sansio import (
     check_function_name,
@@ -195,8 +196,9 @@ class AsyncBaaS:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Close the connections this client opened. Calls still in flight fail with
-        :class:`ClientClosed`; a caller's ``http_client`` or ``transport`` stays open."""
+        """Close the connections this client opened; with the built-in pool, calls still in
+        flight fail with :class:`ClientClosed`. A caller's ``http_client`` or ``transport``
+        stays open (and calls in flight on it run to their end)."""
         self._state = _State.CLOSED
         sender, self._sender = self._sender, None
         if sender is not None:
@@ -333,7 +335,7 @@ class AsyncBaaS:
         tokens = self._tokens
         if tokens is None:
             return await sender.send(call, "POST", path, [*self._user_auth, *headers], body)
-        token = await tokens.token(sender, call.timeout)
+        token = await self._token(tokens.token(sender, call.timeout), call)
         response = await sender.send(
             call, "POST", path, [("Authorization", f"Bearer {token}"), *headers], body
         )
@@ -341,11 +343,22 @@ class AsyncBaaS:
             return response
         # The token was refused (revoked, or expired early): renew it once and replay once.
         # A 401 means the platform turned the request away, so the function did not run.
-        token = await tokens.renew(sender, token, call.timeout)
         call.sent = False if sender.traced else None
+        token = await self._token(tokens.renew(sender, token, call.timeout), call)
         return await sender.send(
             call, "POST", path, [("Authorization", f"Bearer {token}"), *headers], body
         )
+
+    @staticmethod
+    async def _token(obtaining: Awaitable[str], call: Call) -> str:
+        """Await a token for ``call``; a failure to get one is the call's failure, and the
+        function cannot have run."""
+        try:
+            return await obtaining
+        except BaaSError as exc:
+            exc.function_name = call.function_name
+            exc.may_have_run = False
+            raise
 
     async def invoke_function(
         self,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import email.utils
 import json
 import math
+import re
 from collections.abc import Mapping
 from datetime import datetime, timezone
 from typing import Any, NoReturn
@@ -33,6 +34,8 @@ OSERVE_INVOKE_PATH = "/oserve/v1.3/cloud-function/{name}/job/"
 AUTHORIZE_PATH = "/api/oauth2/hydrogen/openapi/authorize/"
 ACCESS_TOKEN_PATH = "/api/oauth2/access_token/"  # noqa: S105 (a path, not a secret)
 
+_TOKEN_SAFE = re.compile(r"[\x21-\x7e]+")
+
 _STATUS_ERRORS: dict[int, type[HTTPStatusError]] = {
     400: InvocationRejected,
     401: Unauthorized,
@@ -53,6 +56,8 @@ def check_function_name(function_name: object) -> str:
         )
     if not function_name.strip():
         raise ValueError(f"function_name must not be empty, got {function_name!r}")
+    if function_name in (".", ".."):  # would become a dot segment of the open API's path
+        raise ValueError(f"function_name {function_name!r} is not a function name")
     return function_name
 
 
@@ -72,9 +77,13 @@ def check_timeout(timeout: object, *, name: str = "timeout") -> float | None:
             f"{name} must be a number of seconds or None, got {type(timeout).__name__}: "
             f"{timeout!r}"
         )
-    if not (timeout > 0 and math.isfinite(timeout)):
+    try:
+        seconds = float(timeout)
+    except OverflowError:  # an int too large for a float
+        seconds = math.inf
+    if not (seconds > 0 and math.isfinite(seconds)):
         raise ValueError(f"{name} must be a positive, finite number of seconds, got {timeout!r}")
-    return float(timeout)
+    return seconds
 
 
 def encode_json(value: object, *, name: str) -> bytes:
@@ -119,7 +128,8 @@ def _load_json(
 ) -> Any:
     try:
         return json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError is a ValueError
+    # JSONDecodeError is a ValueError; absurdly deep nesting exhausts the recursion limit.
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise InvalidResponse(
             f"{_subject(function_name)}: HTTP {status} reply is not JSON ({exc}): "
             f"{_excerpt(body)!r}",
@@ -189,7 +199,7 @@ def raise_for_status(
     error_msg: str | None = None
     try:
         document = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         document = None
     if isinstance(document, dict) and isinstance(document.get("error_msg"), str):
         error_msg = document["error_msg"]
@@ -315,8 +325,9 @@ def decode_token_reply(status: int, headers: Mapping[str, str], body: bytes) -> 
 def read_access_token(document: Mapping[str, Any], status: int, body: bytes) -> tuple[str, float]:
     """``(access_token, expires_in)`` from an access-token reply, checked."""
     token, expires_in = document.get("access_token"), document.get("expires_in")
-    if not isinstance(token, str) or not token:
-        _wrong_shape(status, body, "no access_token", function_name=None, elapsed=None)
+    if not isinstance(token, str) or not _TOKEN_SAFE.fullmatch(token):
+        # It goes into a header: a CR/LF in it would smuggle in headers of its own.
+        _wrong_shape(status, body, "no usable access_token", function_name=None, elapsed=None)
     if isinstance(expires_in, bool) or not isinstance(expires_in, (int, float)):
         _wrong_shape(status, body, "no numeric expires_in", function_name=None, elapsed=None)
     return token, float(expires_in)

@@ -16,6 +16,7 @@ Deadlines are not applied here: the caller wraps the whole call in one ``anyio.f
 from __future__ import annotations
 
 import asyncio
+import select
 import socket
 import ssl
 import time
@@ -99,6 +100,10 @@ def split_base_url(base_url: str) -> tuple[str, str, int, str]:
         port = parts.port or (443 if parts.scheme == "https" else 80)
     except ValueError as exc:
         raise ValueError(f"base_url has an invalid port: {base_url!r}") from exc
+    try:
+        parts.hostname.encode("idna")
+    except UnicodeError as exc:
+        raise ValueError(f"base_url has an invalid host name: {base_url!r}") from exc
     return parts.scheme, parts.hostname, port, parts.path.rstrip("/")
 
 
@@ -146,16 +151,27 @@ class _Reply:
         self.keep_alive = True
 
     def feed(self, data: bytes) -> None:
-        """Parse received bytes; raise ``_Failure`` when they are not HTTP."""
+        """Parse received bytes; raise ``_Failure`` when they are not an HTTP reply."""
         try:
             self.parser.feed_data(data)
-        except httptools.HttpParserError as exc:
-            raise _Failure(f"malformed HTTP reply: {exc}") from exc
+        except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
+            if self.status == 101:  # llhttp pauses on an upgrade
+                raise _Failure("the server switched protocols instead of replying") from exc
+            if self.complete:
+                # Garbage after a complete reply: keep the reply, never reuse the connection.
+                self.keep_alive = False
+                return
+            raise _Failure(f"malformed HTTP reply: {exc!r}") from exc
+        if self.complete and self.status == 101:
+            raise _Failure("the server switched protocols instead of replying")
 
-    def end_of_stream(self) -> bool:
-        """The peer closed: whether that completes a body delimited by the close."""
-        if self.headers_done and not (
-            "content-length" in self.headers or "transfer-encoding" in self.headers
+    def end_of_stream(self, exc: BaseException | None = None) -> bool:
+        """The peer closed (``exc`` is ``None`` for an orderly close): whether that
+        completes a body delimited by the close. A reset never completes anything."""
+        if (
+            exc is None
+            and self.headers_done
+            and not ("content-length" in self.headers or "transfer-encoding" in self.headers)
         ):
             self.keep_alive = False
             self.complete = True
@@ -178,6 +194,10 @@ class _Reply:
         self.body.append(body)
 
     def on_message_complete(self) -> None:
+        if 100 <= self.status < 200 and self.status != 101:
+            # An interim reply (100 Continue, 103 Early Hints): the real one follows.
+            self.status, self.headers, self.body, self.headers_done = 0, {}, [], False
+            return
         self.complete = True
 
 
@@ -194,6 +214,7 @@ class _Connection(asyncio.Protocol):
         self._transport: asyncio.Transport | None = None
         self._reply = _Reply()
         self._waiter: asyncio.Future[None] | None = None
+        self._fd = -1
         self.closed = False
         self.discarded = False
         self.idle_since = 0.0
@@ -202,11 +223,31 @@ class _Connection(asyncio.Protocol):
     def keep_alive(self) -> bool:
         return self._reply.keep_alive
 
+    def looks_alive(self) -> bool:
+        """Whether an idle connection is still open and quiet.
+
+        The server may have closed it a moment ago, before the event loop processed that;
+        any readable byte (a close, or data nobody asked for) rules it out. One ``select``
+        with a zero timeout, as urllib3 does before reusing a connection.
+        """
+        if self.closed:
+            return False
+        if self._fd < 0:
+            return True
+        try:
+            readable, _, _ = select.select([self._fd], [], [], 0)
+        except (OSError, ValueError):
+            return False
+        return not readable
+
     # asyncio.Protocol
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self._transport = transport
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            self._fd = sock.fileno()
 
     def data_received(self, data: bytes) -> None:
         waiter = self._waiter
@@ -228,7 +269,7 @@ class _Connection(asyncio.Protocol):
         waiter = self._waiter
         if waiter is None or waiter.done():
             return
-        if self._reply.end_of_stream():
+        if self._reply.end_of_stream(exc):
             waiter.set_result(None)
         else:
             waiter.set_exception(_incomplete(exc))
@@ -241,6 +282,8 @@ class _Connection(asyncio.Protocol):
 
     async def roundtrip(self, call: Call, data: bytes) -> RawResponse:
         assert self._transport is not None
+        if self.closed:  # asyncio would drop the write silently and never answer
+            raise _Failure("the connection closed before the request was sent")
         self._reply.reset()
         waiter = self._waiter = self._loop.create_future()
         try:
@@ -291,7 +334,8 @@ class _ProtocolPool:
         idle, expiry = self._idle, self._origin.keepalive_expiry
         while idle:
             conn = idle.pop()
-            if not conn.closed and (expiry is None or time.monotonic() - conn.idle_since < expiry):
+            fresh = expiry is None or time.monotonic() - conn.idle_since < expiry
+            if fresh and conn.looks_alive():
                 self._busy.add(conn)
                 return conn
             self._drop(conn)
@@ -313,11 +357,18 @@ class _ProtocolPool:
             raise
         if conn_or_slot is None:
             return await self._open()
+        conn = conn_or_slot
         if self.closed:
-            self._drop(conn_or_slot)
+            self._drop(conn)
             raise _Failure("pool closed")
-        self._busy.add(conn_or_slot)
-        return conn_or_slot
+        if not conn.looks_alive():
+            # It closed between being handed over and this task resuming: replace it in
+            # the same slot.
+            conn.discarded = True
+            conn.abort()
+            return await self._open()
+        self._busy.add(conn)
+        return conn
 
     async def _open(self) -> _Connection:
         """Open a connection in a slot already taken; free the slot if that fails."""
@@ -380,9 +431,11 @@ class _ProtocolPool:
 
     async def aclose(self) -> None:
         self.closed = True
-        for conn in [*self._idle, *self._busy]:
-            conn.abort()
-        self._idle.clear()
+        idle, self._idle = self._idle, []
+        for conn in idle:
+            self._drop(conn)
+        for conn in self._busy:
+            conn.abort()  # the call on it fails, and frees the slot as it does
         while self._waiters:
             waiter = self._waiters.popleft()
             if not waiter.done():
@@ -425,9 +478,11 @@ class _StreamConnection:
         while not reply.complete:
             try:
                 chunk = await self.stream.receive()
-            except (anyio.EndOfStream, anyio.BrokenResourceError) as exc:
+            except anyio.EndOfStream as exc:
                 if reply.end_of_stream():
                     break
+                raise _incomplete(exc) from exc
+            except anyio.BrokenResourceError as exc:
                 raise _incomplete(exc) from exc
             reply.feed(chunk)
         return reply.result()
@@ -491,6 +546,9 @@ class _StreamPool:
                 ssl_context=origin.ssl_context,
                 tls_standard_compatible=False,
             )
+        if self.closed:  # aclose() ran while we were connecting
+            await anyio.aclose_forcefully(stream)
+            raise _Failure("pool closed")
         return _StreamConnection(stream)
 
     async def aclose(self) -> None:
@@ -563,17 +621,25 @@ class NativeSender:
                 pool = self._pool = _StreamPool(self._origin)
         try:
             return await pool.exchange(call, data)
-        except (_Failure, OSError, anyio.ClosedResourceError) as exc:
+        except (
+            _Failure,
+            OSError,
+            anyio.BrokenResourceError,
+            anyio.ClosedResourceError,
+            anyio.EndOfStream,
+        ) as exc:
             raise self._translate(call, exc) from exc
 
     def _translate(self, call: Call, exc: Exception) -> Exception:
         """Map a failure of the native transports onto the baas_async tree."""
         if self._closed:
             return _closed_error(call)
-        if call.sent is False and isinstance(exc, OSError):
-            origin = self._origin
+        if call.sent is False:
+            # Nothing reached the server: however it failed, it failed to connect (a TLS
+            # handshake cut short, a reset while sending).
+            origin, why = self._origin, str(exc) or repr(exc)
             return ConnectError(
-                f"{_subject(call)}: could not connect to {origin.host}:{origin.port}: {exc}",
+                f"{_subject(call)}: could not connect to {origin.host}:{origin.port}: {why}",
                 function_name=call.function_name,
                 may_have_run=False,
                 elapsed=call.elapsed(),

@@ -83,6 +83,7 @@ def test_every_exception_is_a_baas_error() -> None:
         ({"user_token": "a\r\nX-Evil: 1"}, ValueError, "user_token"),
         ({"base_url": "ftp://example"}, ValueError, "base_url"),
         ({"base_url": "http://127.0.0.1:99999"}, ValueError, "port"),
+        ({"base_url": "http://a..b"}, ValueError, "host name"),
         ({"sync_timeout": 0}, ValueError, "sync_timeout"),
         ({"async_timeout": "300"}, TypeError, "async_timeout"),
         ({"limits": {"max_connections": 5}}, TypeError, "limits"),

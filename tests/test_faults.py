@@ -189,3 +189,70 @@ async def test_aclose_fails_calls_in_flight_promptly() -> None:
                 await baas.aclose()
     (error,) = errors
     assert error.may_have_run
+
+
+async def test_server_closing_after_each_reply_never_fails_a_call() -> None:
+    """A server that closes after every reply (without saying so) costs reconnects, not
+    errors, even for calls handed a connection while queued behind a pool of one."""
+
+    async def reply_then_close(stream, request: bytes) -> bool:
+        await stream.send(response(200, HELLO))
+        return False
+
+    limits = httpx.Limits(max_connections=1)
+    results = []
+    async with (
+        serve(reply_then_close) as server,
+        AsyncBaaS("demo", base_url=server.url, limits=limits) as baas,
+    ):
+
+        async def call() -> None:
+            results.append(await baas.invoke("helloWorld"))
+
+        async with anyio.create_task_group() as tg:
+            for _ in range(5):
+                tg.start_soon(call)
+    assert [r.data for r in results] == ["hello allen"] * 5
+    assert len(server.requests) == 5
+
+
+@pytest.mark.parametrize(
+    ("reply", "outcome"),
+    [
+        (b"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n" + response(200, HELLO), "ok"),
+        (response(200, HELLO) + b"\x00garbage", "ok"),
+        (b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\n\r\n", ConnectionLost),
+    ],
+    ids=["interim-103", "trailing-garbage", "upgrade-101"],
+)
+async def test_unusual_framing(reply: bytes, outcome: object) -> None:
+    """An interim 1xx reply is skipped; bytes after a complete reply do not spoil it (the
+    connection is not reused); a protocol switch is a lost connection."""
+
+    async def handler(stream, request: bytes) -> bool:
+        await stream.send(reply)
+        return True
+
+    async with serve(handler) as server, AsyncBaaS("demo", base_url=server.url) as baas:
+        if outcome == "ok":
+            for _ in range(2):
+                assert (await baas.invoke("helloWorld")).unwrap() == "hello allen"
+        else:
+            with pytest.raises(ConnectionLost):
+                await baas.invoke("helloWorld")
+    if reply.endswith(b"garbage"):
+        assert server.connections == 2
+
+
+async def test_failed_token_exchange_is_the_calls_failure() -> None:
+    """A token endpoint failing fails the call, naming the function, which did not run."""
+    reply = response(500, b'{"status": "error", "error_msg": "oops"}')
+    async with (
+        serve(canned(reply)) as server,
+        AsyncBaaS("demo", client_secret="secret", base_url=server.url) as baas,
+    ):
+        with pytest.raises(ServerError) as info:
+            await baas.invoke("helloWorld")
+    assert info.value.function_name == "helloWorld"
+    assert not info.value.may_have_run
+    assert b"oauth2" in server.requests[0]

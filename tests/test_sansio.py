@@ -31,6 +31,7 @@ from baas_async._sansio import (
     hserve_invoke,
     oserve_invoke,
     parse_retry_after,
+    read_access_token,
 )
 
 JSON = {"content-type": "application/json"}
@@ -248,3 +249,27 @@ def test_request_bodies_follow_each_surface() -> None:
     assert path == "/oserve/v1.3/cloud-function/a%2Fb/job/"
     assert json.loads(body) == {"data": {}, "sync": False}
     assert json.loads(hserve_invoke("f", {"名": "字"}, True)[1])["data"] == {"名": "字"}
+
+
+def test_absurdly_nested_json_is_invalid_response() -> None:
+    """JSON nested past the recursion limit is InvalidResponse, not a RecursionError."""
+    with pytest.raises(InvalidResponse):
+        decode(200, b"[" * 100_000)
+    with pytest.raises(ServerError):
+        decode(500, b"[" * 100_000)
+
+
+@pytest.mark.parametrize("token", ["a\r\nX-Evil: 1", "", "with space", 5])
+def test_access_token_must_be_header_safe(token: object) -> None:
+    """An access token that cannot go into a header is an InvalidResponse."""
+    with pytest.raises(InvalidResponse, match="access_token"):
+        read_access_token({"access_token": token, "expires_in": 60}, 200, b"")
+
+
+def test_huge_timeout_and_dot_names_are_refused() -> None:
+    """An int too big for a float is not a deadline; "." and ".." are not function names."""
+    with pytest.raises(ValueError, match="timeout"):
+        check_timeout(10**400)
+    for name in (".", ".."):
+        with pytest.raises(ValueError, match="function_name"):
+            check_function_name(name)
