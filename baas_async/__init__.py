@@ -23,11 +23,13 @@ from ._exceptions import (
     InvocationTimeout,
     PaymentRequired,
     RateLimited,
+    ResponseTooLarge,
     ServerError,
     TransportError,
     Unauthorized,
 )
 from ._models import AcceptedJob, FunctionErrorInfo, InvokeResult
+from ._retry import RetryBudget, RetryPolicy, set_testing
 from ._version import __version__
 
 __all__ = [
@@ -49,16 +51,20 @@ __all__ = [
     "InvokeResult",
     "PaymentRequired",
     "RateLimited",
+    "ResponseTooLarge",
+    "RetryBudget",
+    "RetryPolicy",
     "ServerError",
     "TransportError",
     "Unauthorized",
     "UseClientDefault",
     "__version__",
+    "set_testing",
 ]
 
 # Public names report the package, not the private module they live in.
 for _name in __all__:
     _obj = globals()[_name]
-    if isinstance(_obj, type):
+    if isinstance(_obj, type) or callable(_obj):
         _obj.__module__ = __name__
 del _name, _obj

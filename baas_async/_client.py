@@ -18,6 +18,7 @@ from ._auth import TokenSource
 from ._config import (
     DEFAULT_ASYNC_TIMEOUT,
     DEFAULT_LIMITS,
+    DEFAULT_MAX_RESPONSE_SIZE,
     DEFAULT_SYNC_TIMEOUT,
     HSERVE_BASE_URL,
     OSERVE_BASE_URL,
@@ -26,6 +27,7 @@ from ._config import (
 )
 from ._exceptions import BaaSError, ClientClosed, InvocationTimeout
 from ._models import AcceptedJob, InvokeResult
+from ._retry import NO_RETRY, RetryBudget, RetryPolicy, backoff, is_testing, retry_reason
 from ._sansio import (
     check_function_name,
     check_sync,
@@ -41,6 +43,18 @@ __all__ = ["AsyncBaaS"]
 
 # Header values must not smuggle in a CR/LF (header injection) or other control characters.
 _HEADER_SAFE = re.compile(r"[\x21-\x7e]+")
+
+
+#: Up to 3 attempts, only where the function provably did not run.
+DEFAULT_RETRY = RetryPolicy()
+
+
+def _check_retry(retry: object) -> RetryPolicy:
+    if retry is None:
+        return NO_RETRY
+    if not isinstance(retry, RetryPolicy):
+        raise TypeError(f"retry must be a RetryPolicy or None, got {type(retry).__name__}")
+    return retry
 
 
 class _State(enum.Enum):
@@ -80,7 +94,10 @@ class AsyncBaaS:
     deadlines of sync and async calls in seconds (``None``: no deadline). ``limits`` sizes
     the connection pool that all calls share. ``http_client`` (an ``httpx.AsyncClient``) or
     ``transport`` (an httpx transport) replace the built-in connection pool; they are used as
-    given and never closed by this object.
+    given and never closed by this object. ``retry`` is the :class:`RetryPolicy` of every
+    call (``None``: never retry) and ``retry_budget`` the :class:`RetryBudget` that caps
+    retries across all calls. A reply larger than ``max_response_size`` bytes (4 MiB by
+    default; ``None``: no limit) raises :class:`ResponseTooLarge` without being read.
 
     Use it as an async context manager, or call :meth:`aclose` when done::
 
@@ -103,6 +120,9 @@ class AsyncBaaS:
         sync_timeout: float | None = DEFAULT_SYNC_TIMEOUT,
         async_timeout: float | None = DEFAULT_ASYNC_TIMEOUT,
         limits: httpx.Limits = DEFAULT_LIMITS,
+        retry: RetryPolicy | None = DEFAULT_RETRY,
+        retry_budget: RetryBudget | None = None,
+        max_response_size: int | None = DEFAULT_MAX_RESPONSE_SIZE,
         http_client: httpx.AsyncClient | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
@@ -137,6 +157,18 @@ class AsyncBaaS:
             )
         if not isinstance(limits, httpx.Limits):
             raise TypeError(f"limits must be an httpx.Limits, got {type(limits).__name__}")
+        if retry_budget is not None and not isinstance(retry_budget, RetryBudget):
+            raise TypeError(
+                f"retry_budget must be a RetryBudget, got {type(retry_budget).__name__}"
+            )
+        if max_response_size is not None and (
+            isinstance(max_response_size, bool)
+            or not isinstance(max_response_size, int)
+            or max_response_size < 1
+        ):
+            raise ValueError(
+                f"max_response_size must be a positive int or None, got {max_response_size!r}"
+            )
 
         self._open_api = client_secret is not None or access_token is not None
         if base_url is None:
@@ -150,6 +182,9 @@ class AsyncBaaS:
         self._sync_timeout = check_timeout(sync_timeout, name="sync_timeout")
         self._async_timeout = check_timeout(async_timeout, name="async_timeout")
         self._limits = limits
+        self._retry = _check_retry(retry)
+        self._budget = retry_budget or RetryBudget()
+        self._max_response_size = max_response_size
         self._http_client = http_client
         self._transport = transport
         self._user_auth = [("Authorization", f"Hydrogen-r1 {user_token}")] if user_token else []
@@ -214,12 +249,25 @@ class AsyncBaaS:
             return self._sender
         if self._http_client is not None:
             sender: Sender = HttpxSender(
-                self._base_url, self._static_headers, client=self._http_client
+                self._base_url,
+                self._static_headers,
+                client=self._http_client,
+                max_response_size=self._max_response_size,
             )
         elif self._transport is not None:
-            sender = HttpxSender(self._base_url, self._static_headers, transport=self._transport)
+            sender = HttpxSender(
+                self._base_url,
+                self._static_headers,
+                transport=self._transport,
+                max_response_size=self._max_response_size,
+            )
         else:
-            sender = NativeSender(self._base_url, self._static_headers, self._limits)
+            sender = NativeSender(
+                self._base_url,
+                self._static_headers,
+                self._limits,
+                max_response_size=self._max_response_size,
+            )
         self._sender = sender
         return sender
 
@@ -233,6 +281,8 @@ class AsyncBaaS:
         *,
         sync: Literal[True] = True,
         timeout: float | UseClientDefault | None = USE_CLIENT_DEFAULT,
+        retry: RetryPolicy | UseClientDefault | None = USE_CLIENT_DEFAULT,
+        idempotent: bool | None = None,
     ) -> InvokeResult: ...
 
     @overload
@@ -243,6 +293,8 @@ class AsyncBaaS:
         *,
         sync: Literal[False],
         timeout: float | UseClientDefault | None = USE_CLIENT_DEFAULT,
+        retry: RetryPolicy | UseClientDefault | None = USE_CLIENT_DEFAULT,
+        idempotent: bool | None = None,
     ) -> AcceptedJob: ...
 
     @overload
@@ -253,6 +305,8 @@ class AsyncBaaS:
         *,
         sync: bool,
         timeout: float | UseClientDefault | None = USE_CLIENT_DEFAULT,
+        retry: RetryPolicy | UseClientDefault | None = USE_CLIENT_DEFAULT,
+        idempotent: bool | None = None,
     ) -> InvokeResult | AcceptedJob: ...
 
     async def invoke(
@@ -262,6 +316,8 @@ class AsyncBaaS:
         *,
         sync: bool = True,
         timeout: float | UseClientDefault | None = USE_CLIENT_DEFAULT,
+        retry: RetryPolicy | UseClientDefault | None = USE_CLIENT_DEFAULT,
+        idempotent: bool | None = None,
     ) -> InvokeResult | AcceptedJob:
         """Invoke a cloud function, as ``wx.BaaS.invoke(functionName, params, sync)`` does.
 
@@ -275,6 +331,11 @@ class AsyncBaaS:
         connection, connecting, sending, receiving, decoding, and a token renewal if one is
         needed); by default the client's ``sync_timeout`` (5 s) or ``async_timeout`` (300 s),
         ``None`` for none. When it passes, :class:`InvocationTimeout` is raised.
+
+        ``retry`` replaces the client's :class:`RetryPolicy` for this call (``None``: no
+        retry). By default only outcomes where the function provably did not run are retried,
+        inside the deadline; ``idempotent=True`` also replays calls that may have run (see
+        :class:`RetryPolicy`). Every attempt sends the same ``X-Request-Id``.
 
         Bad arguments raise ``TypeError`` or ``ValueError`` before anything is sent; every
         other failure raises a :class:`BaaSError` subclass::
@@ -291,6 +352,16 @@ class AsyncBaaS:
             deadline = self._sync_timeout if sync else self._async_timeout
         else:
             deadline = check_timeout(timeout)
+        policy = self._retry if retry is USE_CLIENT_DEFAULT else _check_retry(retry)
+        if idempotent is None:
+            replay = policy.is_idempotent(name)
+        elif isinstance(idempotent, bool):
+            replay = idempotent
+        else:
+            raise TypeError(
+                f"idempotent must be a bool or None, got {type(idempotent).__name__}: "
+                f"{idempotent!r}"
+            )
         path, body = self._build(name, params, sync)
         if self._state is _State.CLOSED:
             raise ClientClosed(
@@ -301,34 +372,74 @@ class AsyncBaaS:
         sender = self._get_sender()
         call = Call(name, os.urandom(16).hex(), deadline, traced=sender.traced)
         if deadline is None:
-            response = await self._send(sender, call, path, body)
-        else:
+            return await self._attempts(sender, call, path, body, sync, policy, replay)
+        try:
+            with anyio.fail_after(deadline):
+                return await self._attempts(sender, call, path, body, sync, policy, replay)
+        except TimeoutError as exc:
+            if isinstance(exc, InvocationTimeout):
+                raise
+            what = (
+                "the request was sent, the function may have run"
+                if call.may_have_run
+                else "nothing was sent"
+            )
+            error = InvocationTimeout(
+                f"cloud function {name!r}: no reply within the {deadline:g} s deadline "
+                f"({what}; {call.attempts} attempt{'s' if call.attempts > 1 else ''})",
+                function_name=name,
+                may_have_run=call.may_have_run,
+                elapsed=call.elapsed(),
+                timeout=deadline,
+            )
+            error.attempts = call.attempts
+            raise error from exc
+
+    async def _attempts(
+        self,
+        sender: Sender,
+        call: Call,
+        path: str,
+        body: bytes,
+        sync: bool,
+        policy: RetryPolicy,
+        replay: bool,
+    ) -> InvokeResult | AcceptedJob:
+        """Send the call, and again while the policy, the budget and the deadline allow."""
+        assert call.function_name is not None
+        while True:
+            failure: BaaSError | InvokeResult
             try:
-                with anyio.fail_after(deadline):
-                    response = await self._send(sender, call, path, body)
-            except TimeoutError as exc:
-                if isinstance(exc, InvocationTimeout):
-                    raise
-                what = (
-                    "the request was sent, the function may have run"
-                    if call.may_have_run
-                    else "nothing was sent"
-                )
-                raise InvocationTimeout(
-                    f"cloud function {name!r}: no reply within the {deadline:g} s deadline "
-                    f"({what})",
-                    function_name=name,
-                    may_have_run=call.may_have_run,
+                response = await self._send(sender, call, path, body)
+                outcome = decode_invoke(
+                    *response,
+                    function_name=call.function_name,
+                    sync=sync,
+                    request_id=call.request_id,
                     elapsed=call.elapsed(),
-                    timeout=deadline,
-                ) from exc
-        return decode_invoke(
-            *response,
-            function_name=name,
-            sync=sync,
-            request_id=call.request_id,
-            elapsed=call.elapsed(),
-        )
+                    attempts=call.attempts,
+                )
+            except BaaSError as exc:
+                exc.attempts = call.attempts
+                if call.attempts >= policy.attempts or not retry_reason(exc, replay):
+                    raise
+                failure = exc
+            else:
+                if call.attempts >= policy.attempts or not retry_reason(outcome, replay):
+                    self._budget.refund()
+                    return outcome
+                assert isinstance(outcome, InvokeResult)  # only results are replayed
+                failure = outcome
+            delay = backoff(policy, call.attempts, failure)
+            remaining = call.remaining()
+            # A pause past the deadline would only end in a timeout: fail now, with what the
+            # platform said (a 429's retry_after included), or when the budget is spent.
+            if (remaining is not None and delay >= remaining) or not self._budget.try_spend():
+                if isinstance(failure, BaaSError):
+                    raise failure
+                return failure
+            await anyio.sleep(0 if is_testing() else delay)
+            call.next_attempt()
 
     async def _send(self, sender: Sender, call: Call, path: str, body: bytes) -> RawResponse:
         headers = [("X-Request-Id", call.request_id)]
@@ -367,6 +478,8 @@ class AsyncBaaS:
         *,
         sync: bool = True,
         timeout: float | UseClientDefault | None = USE_CLIENT_DEFAULT,
+        retry: RetryPolicy | UseClientDefault | None = USE_CLIENT_DEFAULT,
+        idempotent: bool | None = None,
     ) -> InvokeResult | AcceptedJob:
         """Deprecated: the same call as :meth:`invoke` (like ``wx.BaaS.invokeFunction``)."""
         warnings.warn(
@@ -374,4 +487,6 @@ class AsyncBaaS:
             DeprecationWarning,
             stacklevel=2,
         )
-        return await self.invoke(function_name, params, sync=sync, timeout=timeout)
+        return await self.invoke(
+            function_name, params, sync=sync, timeout=timeout, retry=retry, idempotent=idempotent
+        )

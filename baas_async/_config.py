@@ -10,6 +10,7 @@ import httpx
 __all__ = [
     "DEFAULT_ASYNC_TIMEOUT",
     "DEFAULT_LIMITS",
+    "DEFAULT_MAX_RESPONSE_SIZE",
     "DEFAULT_SYNC_TIMEOUT",
     "HSERVE_BASE_URL",
     "OSERVE_BASE_URL",
@@ -44,6 +45,10 @@ DEFAULT_ASYNC_TIMEOUT: Final = 300.0
 DEFAULT_LIMITS: Final = httpx.Limits(
     max_connections=100, max_keepalive_connections=100, keepalive_expiry=15.0
 )
+
+#: Replies are small JSON documents; 4 MiB leaves room for large function results while a
+#: runaway or hostile reply cannot exhaust memory.
+DEFAULT_MAX_RESPONSE_SIZE: Final = 4 * 1024 * 1024
 
 #: The JavaScript SDK's default host for the client API; apps usually have their own domain.
 HSERVE_BASE_URL: Final = "https://api.myminapp.com"

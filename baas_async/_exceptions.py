@@ -8,7 +8,8 @@ deciding whether to try again needs nothing else. ::
     ├── TransportError               no complete HTTP reply
     │   ├── ConnectError             could not connect; never sent
     │   ├── ConnectionLost           the connection broke after the request was sent
-    │   └── InvocationTimeout        the call's deadline passed (also a TimeoutError)
+    │   ├── InvocationTimeout        the call's deadline passed (also a TimeoutError)
+    │   └── ResponseTooLarge         the reply is larger than the client accepts
     ├── HTTPStatusError              the platform answered with a non-2xx status
     │   ├── InvocationRejected       400: scheduling or execution failed
     │   ├── Unauthorized             401: missing, invalid or expired token
@@ -45,6 +46,7 @@ __all__ = [
     "InvocationTimeout",
     "PaymentRequired",
     "RateLimited",
+    "ResponseTooLarge",
     "ServerError",
     "TransportError",
     "Unauthorized",
@@ -59,7 +61,8 @@ class BaaSError(Exception):
 
     ``function_name`` is the cloud function the call was for (``None`` for token exchanges),
     ``may_have_run`` whether the function may have started, ``elapsed`` the seconds the call
-    had taken when it failed (``None`` where unknown).
+    had taken when it failed (``None`` where unknown), ``attempts`` how many times the call
+    was sent (retries included).
     """
 
     def __init__(
@@ -75,6 +78,7 @@ class BaaSError(Exception):
         self.function_name = function_name
         self.may_have_run = may_have_run
         self.elapsed = elapsed
+        self.attempts = 1
 
     def __str__(self) -> str:
         return self.message
@@ -94,6 +98,22 @@ class ConnectError(TransportError):
 
 class ConnectionLost(TransportError):
     """The connection broke after the request was (at least partly) sent."""
+
+
+class ResponseTooLarge(TransportError):
+    """The reply is larger than ``max_response_size``; it was not read, and its connection was
+    closed. ``limit`` is the size allowed in bytes."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        function_name: str | None,
+        elapsed: float,
+        limit: int,
+    ) -> None:
+        super().__init__(message, function_name=function_name, may_have_run=True, elapsed=elapsed)
+        self.limit = limit
 
 
 class InvocationTimeout(TransportError, TimeoutError):
@@ -123,7 +143,8 @@ class HTTPStatusError(BaaSError):
     """The platform (or a proxy in front of it) answered with a non-2xx status.
 
     ``status`` is the HTTP status, ``error_msg`` the platform's ``error_msg`` (``None`` when the
-    body was not the platform's JSON) and ``body`` at most 1 KiB of the raw body.
+    body was not the platform's JSON), ``body`` at most 1 KiB of the raw body, and
+    ``retry_after`` the seconds a ``Retry-After`` header asked for (429 and 503; else ``None``).
     """
 
     def __init__(
@@ -136,6 +157,7 @@ class HTTPStatusError(BaaSError):
         function_name: str | None = None,
         may_have_run: bool,
         elapsed: float | None = None,
+        retry_after: float | None = None,
     ) -> None:
         super().__init__(
             message, function_name=function_name, may_have_run=may_have_run, elapsed=elapsed
@@ -143,6 +165,7 @@ class HTTPStatusError(BaaSError):
         self.status = status
         self.error_msg = error_msg
         self.body = body[:BODY_EXCERPT_LIMIT]
+        self.retry_after = retry_after
 
 
 class InvocationRejected(HTTPStatusError):
@@ -171,28 +194,6 @@ class FunctionNotFound(HTTPStatusError):
 class RateLimited(HTTPStatusError):
     """HTTP 429: too many requests. ``retry_after`` is the wait the platform asked for, in
     seconds (``None`` when it gave none)."""
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        status: int,
-        error_msg: str | None,
-        body: bytes,
-        retry_after: float | None,
-        function_name: str | None = None,
-        elapsed: float | None = None,
-    ) -> None:
-        super().__init__(
-            message,
-            status=status,
-            error_msg=error_msg,
-            body=body,
-            function_name=function_name,
-            may_have_run=False,
-            elapsed=elapsed,
-        )
-        self.retry_after = retry_after
 
 
 class ServerError(HTTPStatusError):

@@ -37,8 +37,9 @@ class InvokeResult:
     A function that failed is a result too, not an exception: check ``ok`` or call
     ``unwrap()``. ``code`` is 0 on success; ``data`` is whatever the function returned (any
     JSON value, ``None`` included); ``error`` is ``None`` on success. ``request_id`` is the
-    ``X-Request-Id`` the call sent, ``elapsed`` the seconds the call took, ``extra`` any reply
-    fields beyond the documented three.
+    ``X-Request-Id`` the call sent (the same on every attempt), ``elapsed`` the seconds the
+    call took, ``attempts`` how many times it was sent, ``extra`` any reply fields beyond the
+    documented three.
 
     >>> result = InvokeResult("helloWorld", code=0, data="hello allen")
     >>> result.ok, result.unwrap()
@@ -51,6 +52,7 @@ class InvokeResult:
     error: FunctionErrorInfo | None = None
     request_id: str | None = None
     elapsed: float | None = None
+    attempts: int = 1
     extra: Mapping[str, Any] = field(factory=dict, repr=False)
 
     @property
@@ -86,10 +88,11 @@ class AcceptedJob:
     """The platform queued an asynchronous invocation (``sync=False``).
 
     The platform returns no job id; the function runs later, with up to 300 s to finish.
-    ``request_id`` and ``elapsed`` are as in :class:`InvokeResult`.
+    ``request_id``, ``elapsed`` and ``attempts`` are as in :class:`InvokeResult`.
     """
 
     function_name: str
     request_id: str | None = None
     elapsed: float | None = None
+    attempts: int = 1
     extra: Mapping[str, Any] = field(factory=dict, repr=False)

@@ -205,15 +205,17 @@ def raise_for_status(
         error_msg = document["error_msg"]
     detail = error_msg if error_msg is not None else _excerpt(body) or "(empty body)"
     message = f"{_subject(function_name)}: HTTP {status}: {detail}"
+    retry_after = parse_retry_after(headers.get("retry-after")) if status in (429, 503) else None
     if status == 429:
         raise RateLimited(
             message,
             status=status,
             error_msg=error_msg,
             body=body,
-            retry_after=parse_retry_after(headers.get("retry-after")),
             function_name=function_name,
+            may_have_run=False,
             elapsed=elapsed,
+            retry_after=retry_after,
         )
     if status >= 500:
         error_class: type[HTTPStatusError] = ServerError
@@ -231,6 +233,7 @@ def raise_for_status(
         function_name=function_name,
         may_have_run=may_have_run,
         elapsed=elapsed,
+        retry_after=retry_after,
     )
 
 
@@ -259,6 +262,7 @@ def decode_invoke(
     sync: bool,
     request_id: str | None = None,
     elapsed: float | None = None,
+    attempts: int = 1,
 ) -> InvokeResult | AcceptedJob:
     """Decipher an invocation reply into an :class:`InvokeResult` (sync) or an
     :class:`AcceptedJob` (async), or raise the typed error it stands for.
@@ -279,7 +283,9 @@ def decode_invoke(
                 status, body, 'no "status": "ok"', function_name=function_name, elapsed=elapsed
             )
         extra = {k: v for k, v in document.items() if k != "status"}
-        return AcceptedJob(function_name, request_id=request_id, elapsed=elapsed, extra=extra)
+        return AcceptedJob(
+            function_name, request_id=request_id, elapsed=elapsed, attempts=attempts, extra=extra
+        )
     code = document.get("code")
     if isinstance(code, bool) or not isinstance(code, int):
         _wrong_shape(
@@ -309,6 +315,7 @@ def decode_invoke(
         error=info if code != 0 else None,
         request_id=request_id,
         elapsed=elapsed,
+        attempts=attempts,
         extra=extra,
     )
 

@@ -31,7 +31,13 @@ import httptools
 import httpx
 import sniffio
 
-from ._exceptions import ClientClosed, ConnectError, ConnectionLost, InvocationTimeout
+from ._exceptions import (
+    ClientClosed,
+    ConnectError,
+    ConnectionLost,
+    InvocationTimeout,
+    ResponseTooLarge,
+)
 
 __all__ = ["Call", "HttpxSender", "NativeSender", "RawResponse", "Sender", "split_base_url"]
 
@@ -52,7 +58,7 @@ class Call:
     "may have run".
     """
 
-    __slots__ = ("function_name", "request_id", "sent", "started", "timeout")
+    __slots__ = ("attempts", "function_name", "request_id", "sent", "started", "timeout", "traced")
 
     def __init__(
         self, function_name: str | None, request_id: str, timeout: float | None, *, traced: bool
@@ -61,11 +67,22 @@ class Call:
         self.request_id = request_id
         self.timeout = timeout
         self.started = time.monotonic()
+        self.traced = traced
         self.sent: bool | None = False if traced else None
+        self.attempts = 1
 
     def elapsed(self) -> float:
         """Seconds since the call started."""
         return time.monotonic() - self.started
+
+    def remaining(self) -> float | None:
+        """Seconds left before the deadline (``None``: no deadline)."""
+        return None if self.timeout is None else self.timeout - self.elapsed()
+
+    def next_attempt(self) -> None:
+        """Start another attempt: nothing of it has been sent yet."""
+        self.attempts += 1
+        self.sent = False if self.traced else None
 
     @property
     def may_have_run(self) -> bool:
@@ -126,7 +143,19 @@ def _subject(call: Call) -> str:
 
 
 class _Failure(Exception):
-    """Raised inside the native transports; translated in ``NativeSender.send``."""
+    """Raised inside the native transports; translated in ``NativeSender.send``.
+
+    ``stale``: a reused keep-alive connection was closed by the server before a single byte
+    of reply, the sign of a server that closed it while idle, before the request arrived.
+    """
+
+    def __init__(self, message: str, *, stale: bool = False) -> None:
+        super().__init__(message)
+        self.stale = stale
+
+
+class _TooLarge(_Failure):
+    """The reply is larger than the size limit."""
 
 
 class _Reply:
@@ -136,10 +165,23 @@ class _Reply:
     responses of a keep-alive connection.
     """
 
-    __slots__ = ("body", "complete", "headers", "headers_done", "keep_alive", "parser", "status")
+    __slots__ = (
+        "body",
+        "complete",
+        "headers",
+        "headers_done",
+        "keep_alive",
+        "limit",
+        "parser",
+        "received",
+        "size",
+        "status",
+        "too_large",
+    )
 
-    def __init__(self) -> None:
+    def __init__(self, limit: int | None) -> None:
         self.parser = httptools.HttpResponseParser(self)
+        self.limit = limit
         self.reset()
 
     def reset(self) -> None:
@@ -149,9 +191,14 @@ class _Reply:
         self.headers_done = False
         self.complete = False
         self.keep_alive = True
+        self.received = False
+        self.size = 0
+        self.too_large = False
 
     def feed(self, data: bytes) -> None:
-        """Parse received bytes; raise ``_Failure`` when they are not an HTTP reply."""
+        """Parse received bytes; raise ``_Failure`` when they are not an HTTP reply, and
+        ``_TooLarge`` as soon as the reply is known to pass the size limit."""
+        self.received = True
         try:
             self.parser.feed_data(data)
         except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
@@ -162,6 +209,8 @@ class _Reply:
                 self.keep_alive = False
                 return
             raise _Failure(f"malformed HTTP reply: {exc!r}") from exc
+        if self.too_large:
+            raise _TooLarge(f"the reply is larger than the {self.limit}-byte limit")
         if self.complete and self.status == 101:
             raise _Failure("the server switched protocols instead of replying")
 
@@ -189,8 +238,17 @@ class _Reply:
         self.status = self.parser.get_status_code()
         self.keep_alive = self.parser.should_keep_alive()
         self.headers_done = True
+        length = self.headers.get("content-length", "")
+        if self.limit is not None and length.isdigit() and int(length) > self.limit:
+            self.too_large = True  # refused before reading any of the body
 
     def on_body(self, body: bytes) -> None:
+        if self.too_large:
+            return
+        self.size += len(body)
+        if self.limit is not None and self.size > self.limit:
+            self.too_large = True
+            return
         self.body.append(body)
 
     def on_message_complete(self) -> None:
@@ -201,18 +259,22 @@ class _Reply:
         self.complete = True
 
 
-def _incomplete(exc: BaseException | None) -> _Failure:
+def _incomplete(exc: BaseException | None, reply: _Reply, reused: bool) -> _Failure:
     reason = f" ({exc})" if exc else ""
-    return _Failure(f"the server closed the connection before the reply was complete{reason}")
+    stale = reused and not reply.received
+    return _Failure(
+        f"the server closed the connection before the reply was complete{reason}", stale=stale
+    )
 
 
 class _Connection(asyncio.Protocol):
     """One HTTP/1.1 connection as an asyncio protocol, driven by one call at a time."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, limit: int | None) -> None:
         self._loop = loop
         self._transport: asyncio.Transport | None = None
-        self._reply = _Reply()
+        self._reply = _Reply(limit)
+        self.uses = 0
         self._waiter: asyncio.Future[None] | None = None
         self._fd = -1
         self.closed = False
@@ -272,7 +334,7 @@ class _Connection(asyncio.Protocol):
         if self._reply.end_of_stream(exc):
             waiter.set_result(None)
         else:
-            waiter.set_exception(_incomplete(exc))
+            waiter.set_exception(_incomplete(exc, self._reply, self.uses > 1))
 
     def abort(self) -> None:
         """Close at once, dropping unsent data: used whenever the state is uncertain."""
@@ -284,6 +346,7 @@ class _Connection(asyncio.Protocol):
         assert self._transport is not None
         if self.closed:  # asyncio would drop the write silently and never answer
             raise _Failure("the connection closed before the request was sent")
+        self.uses += 1
         self._reply.reset()
         waiter = self._waiter = self._loop.create_future()
         try:
@@ -375,7 +438,7 @@ class _ProtocolPool:
         origin = self._origin
         try:
             _, conn = await self._loop.create_connection(
-                lambda: _Connection(self._loop),
+                lambda: _Connection(self._loop, origin.max_response_size),
                 origin.host,
                 origin.port,
                 ssl=origin.ssl_context,
@@ -449,11 +512,12 @@ class _ProtocolPool:
 class _StreamConnection:
     """One HTTP/1.1 connection over an anyio byte stream (used on trio)."""
 
-    __slots__ = ("idle_since", "reply", "socket", "stream")
+    __slots__ = ("idle_since", "reply", "socket", "stream", "uses")
 
-    def __init__(self, stream: anyio.abc.ByteStream) -> None:
+    def __init__(self, stream: anyio.abc.ByteStream, limit: int | None) -> None:
         self.stream = stream
-        self.reply = _Reply()
+        self.reply = _Reply(limit)
+        self.uses = 0
         self.idle_since = 0.0
         raw = anyio.abc.SocketAttribute.raw_socket
         self.socket: socket.socket | None = stream.extra(raw, None)  # noqa: S610 (not Django)
@@ -473,6 +537,7 @@ class _StreamConnection:
     async def roundtrip(self, call: Call, data: bytes) -> RawResponse:
         reply = self.reply
         reply.reset()
+        self.uses += 1
         await self.stream.send(data)
         call.sent = True
         while not reply.complete:
@@ -481,9 +546,9 @@ class _StreamConnection:
             except anyio.EndOfStream as exc:
                 if reply.end_of_stream():
                     break
-                raise _incomplete(exc) from exc
+                raise _incomplete(None, reply, self.uses > 1) from exc
             except anyio.BrokenResourceError as exc:
-                raise _incomplete(exc) from exc
+                raise _incomplete(exc, reply, self.uses > 1) from exc
             reply.feed(chunk)
         return reply.result()
 
@@ -549,7 +614,7 @@ class _StreamPool:
         if self.closed:  # aclose() ran while we were connecting
             await anyio.aclose_forcefully(stream)
             raise _Failure("pool closed")
-        return _StreamConnection(stream)
+        return _StreamConnection(stream, origin.max_response_size)
 
     async def aclose(self) -> None:
         self.closed = True
@@ -569,6 +634,7 @@ class _Origin(NamedTuple):
     max_connections: int
     max_idle: int
     keepalive_expiry: float | None
+    max_response_size: int | None
 
 
 class NativeSender:
@@ -582,6 +648,8 @@ class NativeSender:
         base_url: str,
         static_headers: list[tuple[str, str]],
         limits: httpx.Limits,
+        *,
+        max_response_size: int | None,
         ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         scheme, host, port, self._prefix = split_base_url(base_url)
@@ -600,6 +668,7 @@ class NativeSender:
             max_connections,
             max_connections if max_idle is None else min(max_connections, max_idle),
             limits.keepalive_expiry,
+            max_response_size,
         )
         self._pool: _ProtocolPool | _StreamPool | None = None
         self._closed = False
@@ -634,6 +703,13 @@ class NativeSender:
         """Map a failure of the native transports onto the baas_async tree."""
         if self._closed:
             return _closed_error(call)
+        if isinstance(exc, _TooLarge):
+            return ResponseTooLarge(
+                f"{_subject(call)}: {exc}",
+                function_name=call.function_name,
+                elapsed=call.elapsed(),
+                limit=self._origin.max_response_size or 0,
+            )
         if call.sent is False:
             # Nothing reached the server: however it failed, it failed to connect (a TLS
             # handshake cut short, a reset while sending).
@@ -644,10 +720,12 @@ class NativeSender:
                 may_have_run=False,
                 elapsed=call.elapsed(),
             )
+        stale = isinstance(exc, _Failure) and exc.stale
         return ConnectionLost(
-            f"{_subject(call)}: {exc}",
+            f"{_subject(call)}: {exc}"
+            + (" (a kept-alive connection the server had closed)" if stale else ""),
             function_name=call.function_name,
-            may_have_run=call.may_have_run,
+            may_have_run=call.may_have_run and not stale,
             elapsed=call.elapsed(),
         )
 
@@ -684,8 +762,10 @@ class HttpxSender:
         *,
         client: httpx.AsyncClient | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
+        max_response_size: int | None = None,
     ) -> None:
         split_base_url(base_url)
+        self._limit = max_response_size
         self._base_url = base_url.rstrip("/")
         self._static_headers = static_headers
         self._client = client
@@ -721,12 +801,36 @@ class HttpxSender:
                 )
                 response = await self._transport.handle_async_request(request)
             try:
-                content = await response.aread()
+                content = await self._read(call, response)
             finally:
                 await response.aclose()
         except httpx.HTTPError as exc:
             raise self._translate(call, exc) from exc
         return RawResponse(response.status_code, response.headers, content)
+
+    async def _read(self, call: Call, response: httpx.Response) -> bytes:
+        """The whole body, refusing it as soon as it is known to pass the size limit."""
+        limit = self._limit
+        if limit is None:
+            return await response.aread()
+        length = response.headers.get("content-length", "")
+        chunks: list[bytes] = []
+        size = int(length) if length.isdigit() else 0
+        if size <= limit:
+            size = 0
+            async for chunk in response.aiter_bytes():
+                size += len(chunk)
+                if size > limit:
+                    break
+                chunks.append(chunk)
+        if size > limit:
+            raise ResponseTooLarge(
+                f"{_subject(call)}: the reply is larger than the {limit}-byte limit",
+                function_name=call.function_name,
+                elapsed=call.elapsed(),
+                limit=limit,
+            )
+        return b"".join(chunks)
 
     def _translate(self, call: Call, exc: httpx.HTTPError) -> Exception:
         """Map an httpx error onto the baas_async tree."""

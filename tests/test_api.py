@@ -30,11 +30,15 @@ PUBLIC = {
     "InvokeResult",
     "PaymentRequired",
     "RateLimited",
+    "ResponseTooLarge",
+    "RetryBudget",
+    "RetryPolicy",
     "ServerError",
     "TransportError",
     "Unauthorized",
     "UseClientDefault",
     "__version__",
+    "set_testing",
 }
 
 
