@@ -22,6 +22,7 @@ import ssl
 import time
 from collections import deque
 from collections.abc import Mapping
+from contextlib import aclosing
 from typing import Any, NamedTuple, Protocol
 from urllib.parse import urlsplit
 
@@ -818,11 +819,13 @@ class HttpxSender:
         size = int(length) if length.isdigit() else 0
         if size <= limit:
             size = 0
-            async for chunk in response.aiter_bytes():
-                size += len(chunk)
-                if size > limit:
-                    break
-                chunks.append(chunk)
+            # Closed explicitly: leaving an async generator early must not leave it to the GC.
+            async with aclosing(response.aiter_bytes()) as stream:  # type: ignore[type-var]
+                async for chunk in stream:
+                    size += len(chunk)
+                    if size > limit:
+                        break
+                    chunks.append(chunk)
         if size > limit:
             raise ResponseTooLarge(
                 f"{_subject(call)}: the reply is larger than the {limit}-byte limit",

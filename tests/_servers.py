@@ -24,8 +24,14 @@ class Served:
     url: str
     connections: int = 0
     requests: list[bytes] = field(factory=list)
+    #: (anyio.current_time(), X-Request-Id) of every request, in arrival order.
+    arrivals: list[tuple[float, str]] = field(factory=list)
     #: Set when the first request has been read completely.
     first_request: anyio.Event = field(factory=anyio.Event)
+
+    def times_seen(self, rid: str) -> int:
+        """How many requests carried this X-Request-Id."""
+        return sum(1 for _, seen in self.arrivals if seen == rid)
 
 
 async def read_request(stream: SocketStream) -> bytes:
@@ -46,6 +52,15 @@ async def read_request(stream: SocketStream) -> bytes:
     while len(body) < length:
         body += await stream.receive()
     return head + b"\r\n\r\n" + body
+
+
+def request_id(request: bytes) -> str:
+    """The X-Request-Id header of a request ("" if it has none)."""
+    for line in request.split(b"\r\n\r\n")[0].split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"x-request-id":
+            return value.strip().decode()
+    return ""
 
 
 def response(status: int, body: bytes, *headers: str, reason: str = "X") -> bytes:
@@ -77,6 +92,7 @@ async def serve(handler: Handler) -> AsyncIterator[Served]:
                 if not request:
                     return
                 served.requests.append(request)
+                served.arrivals.append((anyio.current_time(), request_id(request)))
                 served.first_request.set()
                 keep_alive = bool(await handler(stream, request))
 
@@ -117,3 +133,28 @@ async def hang_up(stream: SocketStream, request: bytes) -> None:
 async def half_reply(stream: SocketStream, request: bytes) -> None:
     """Send the headers and part of the body, then close."""
     await stream.send(response(200, b'{"code": 0, "data": "hello allen", "error": {}}')[:-10])
+
+
+#: Steps of `scripted` other than reply bytes.
+HANG_UP = b"<hang up>"
+SILENCE = b"<silence>"
+
+
+def scripted(*steps: bytes) -> Handler:
+    """Answer the n-th request (over all connections) with the n-th step, the last step
+    repeating: reply bytes (the connection stays open), HANG_UP (close without a reply) or
+    SILENCE (never answer)."""
+    served = 0
+
+    async def handler(stream: SocketStream, request: bytes) -> bool:
+        nonlocal served
+        step = steps[min(served, len(steps) - 1)]
+        served += 1
+        if step == HANG_UP:
+            return False
+        if step == SILENCE:
+            await anyio.sleep_forever()
+        await stream.send(step)
+        return True
+
+    return handler
