@@ -28,6 +28,7 @@ from ._exceptions import (
     TransportError,
     Unauthorized,
 )
+from ._many import ItemResult
 from ._models import AcceptedJob, FunctionErrorInfo, InvokeResult
 from ._retry import RetryBudget, RetryPolicy, set_testing
 from ._version import __version__
@@ -49,6 +50,7 @@ __all__ = [
     "InvocationRejected",
     "InvocationTimeout",
     "InvokeResult",
+    "ItemResult",
     "PaymentRequired",
     "RateLimited",
     "ResponseTooLarge",

@@ -8,7 +8,8 @@ import platform
 import re
 import sys
 import warnings
-from collections.abc import Awaitable
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Iterable
+from contextlib import AbstractAsyncContextManager
 from typing import Any, Literal, overload
 
 import anyio
@@ -26,6 +27,7 @@ from ._config import (
     UseClientDefault,
 )
 from ._exceptions import BaaSError, ClientClosed, InvocationTimeout
+from ._many import ItemResult, Progress, fan_out
 from ._models import AcceptedJob, InvokeResult
 from ._retry import NO_RETRY, RetryBudget, RetryPolicy, backoff, is_testing, retry_reason
 from ._sansio import (
@@ -470,6 +472,111 @@ class AsyncBaaS:
             exc.function_name = call.function_name
             exc.may_have_run = False
             raise
+
+    def stream_many(
+        self,
+        function_name: str | None,
+        params: Iterable[Any] | AsyncIterable[Any],
+        *,
+        concurrency: int | None = None,
+        sync: bool = True,
+        timeout: float | UseClientDefault | None = USE_CLIENT_DEFAULT,
+        retry: RetryPolicy | UseClientDefault | None = USE_CLIENT_DEFAULT,
+        idempotent: bool | None = None,
+        ordered: bool = True,
+        fail_fast: bool = False,
+        adaptive: bool = True,
+        progress: Progress | None = None,
+    ) -> AbstractAsyncContextManager[AsyncIterator[ItemResult]]:
+        """Invoke a function once per input, concurrently, and iterate over the results.
+
+        ``params`` is any iterable or async iterable of payloads, consumed lazily: a
+        generator of a million items runs in bounded memory. With ``function_name=None``
+        each input is a ``(function_name, params)`` pair. Each result is an
+        :class:`ItemResult` carrying its input's ``index``; a failed call is a result with
+        ``error`` set, unless ``fail_fast=True``, which cancels the calls still running and
+        raises the first error.
+
+        At most ``concurrency`` calls are in flight: by default the platform's quota of 100
+        jobs, or the pool size if smaller. With ``adaptive=True`` the limit halves when the
+        platform pushes back (429, 503, a job that could not be scheduled, a call that
+        needed retries) and grows again by about one per round of successful calls, so a
+        bulk job settles at the app's quota instead of hammering it. Results come in input
+        order (``ordered=True``) or as they complete. ``progress(done, failed, in_flight)``
+        is called after each call. ``sync``, ``timeout``, ``retry`` and ``idempotent`` apply
+        to every call, as in :meth:`invoke`::
+
+            async with baas.stream_many("resize", ({"id": i} for i in range(10_000))) as results:
+                async for item in results:
+                    if not item.ok:
+                        print(item.index, item.error or item.result)
+        """
+        if function_name is not None:
+            check_function_name(function_name)
+        check_sync(sync)
+        if timeout is not USE_CLIENT_DEFAULT:
+            check_timeout(timeout)
+        if retry is not USE_CLIENT_DEFAULT:
+            _check_retry(retry)
+        if concurrency is None:
+            concurrency = min(100, self._limits.max_connections or 100)
+        elif isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
+            raise ValueError(f"concurrency must be a positive int, got {concurrency!r}")
+        if not isinstance(params, (Iterable, AsyncIterable)):
+            raise TypeError(
+                f"params must be an iterable or async iterable, got {type(params).__name__}"
+            )
+
+        async def invoke_one(name: str, item: Any) -> InvokeResult | AcceptedJob:
+            return await self.invoke(
+                name, item, sync=sync, timeout=timeout, retry=retry, idempotent=idempotent
+            )
+
+        return fan_out(
+            invoke_one,
+            function_name,
+            params,
+            concurrency=concurrency,
+            ordered=ordered,
+            fail_fast=fail_fast,
+            adaptive=adaptive,
+            progress=progress,
+        )
+
+    async def invoke_many(
+        self,
+        function_name: str | None,
+        params: Iterable[Any] | AsyncIterable[Any],
+        *,
+        concurrency: int | None = None,
+        sync: bool = True,
+        timeout: float | UseClientDefault | None = USE_CLIENT_DEFAULT,
+        retry: RetryPolicy | UseClientDefault | None = USE_CLIENT_DEFAULT,
+        idempotent: bool | None = None,
+        ordered: bool = True,
+        fail_fast: bool = False,
+        adaptive: bool = True,
+        progress: Progress | None = None,
+    ) -> list[ItemResult]:
+        """:meth:`stream_many`, collected into a list (in input order by default)::
+
+        results = await baas.invoke_many("helloWorld", [{"name": n} for n in names])
+        greetings = [item.unwrap() for item in results]
+        """
+        async with self.stream_many(
+            function_name,
+            params,
+            concurrency=concurrency,
+            sync=sync,
+            timeout=timeout,
+            retry=retry,
+            idempotent=idempotent,
+            ordered=ordered,
+            fail_fast=fail_fast,
+            adaptive=adaptive,
+            progress=progress,
+        ) as results:
+            return [item async for item in results]
 
     async def invoke_function(
         self,

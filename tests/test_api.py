@@ -28,6 +28,7 @@ PUBLIC = {
     "InvocationRejected",
     "InvocationTimeout",
     "InvokeResult",
+    "ItemResult",
     "PaymentRequired",
     "RateLimited",
     "ResponseTooLarge",
