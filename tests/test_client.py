@@ -253,3 +253,25 @@ def test_client_refuses_a_second_event_loop(emulator: ServedEmulator) -> None:
     with pytest.raises(RuntimeError, match="one AsyncBaaS per event loop"):
         asyncio.run(baas.invoke("echo"))
     asyncio.run(baas.aclose())
+
+
+async def test_1000_calls_share_one_renewal_of_an_expired_token(
+    serve_emulator: Callable[..., ServedEmulator],
+) -> None:
+    """1,000 concurrent calls that find the open-API token expired cause exactly one
+    exchange, and all succeed."""
+    served = serve_emulator(access_token_ttl=3.0)
+    results: list[InvokeResult] = []
+    async with AsyncBaaS("demo", client_secret=SECRET, base_url=served.url) as baas:
+        assert (await baas.invoke("echo")).ok
+        # The client renews 10 % before expires_in (0.3 s here): wait for the token to age.
+        await anyio.sleep(2.75)
+
+        async def call(i: int) -> None:
+            results.append(await baas.invoke("echo", i))
+
+        async with anyio.create_task_group() as tg:
+            for i in range(1000):
+                tg.start_soon(call, i)
+    assert sorted(r.unwrap()["data"] for r in results) == list(range(1000))
+    assert served.emulator.stats.token_exchanges == 2
