@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import (
     AsyncIterable,
     AsyncIterator,
@@ -15,7 +16,11 @@ from typing import Any
 
 import anyio
 import anyio.abc
+from anyio.streams.memory import MemoryObjectSendStream
 from attrs import field, frozen
+
+if sys.version_info < (3, 11):  # pragma: no cover - the backport anyio depends on there
+    from exceptiongroup import BaseExceptionGroup
 
 from ._exceptions import BaaSError, InvocationRejected, RateLimited, ServerError
 from ._models import AcceptedJob, InvokeResult
@@ -63,44 +68,50 @@ class ItemResult:
 
 
 class _AdaptiveLimit:
-    """In-flight limit with additive increase and multiplicative decrease (like TCP).
+    """The in-flight limit, with additive increase and multiplicative decrease (like TCP).
 
     Each call that succeeds at its first attempt raises the limit by ``1 / limit`` (about
     one per round of calls); a call the platform pushed back (429, 503, a job that could
     not be scheduled, or any call that needed a retry) halves it, at most once per round:
-    calls started before the last decrease cannot decrease it again.
+    calls started before the last decrease cannot decrease it again. Workers numbered at or
+    above the limit wait in :meth:`admit` until it grows back.
     """
 
     def __init__(self, ceiling: int, adaptive: bool) -> None:
         self._ceiling = ceiling
         self._adaptive = adaptive
-        self._limit = float(ceiling)
-        self._limiter = anyio.CapacityLimiter(ceiling)
+        self._value = float(ceiling)
+        self._changed = anyio.Event()
         self.epoch = 0
-
-    @property
-    def in_flight(self) -> int:
-        return self._limiter.borrowed_tokens
-
-    async def acquire(self, borrower: object) -> int:
-        await self._limiter.acquire_on_behalf_of(borrower)
-        return self.epoch
-
-    def release(self, borrower: object, *, pushed_back: bool, epoch: int) -> None:
-        self._limiter.release_on_behalf_of(borrower)
-        if not self._adaptive:
-            return
-        if pushed_back:
-            if epoch == self.epoch:
-                self.epoch += 1
-                self._limit = max(1.0, self._limit / 2)
-        else:
-            self._limit = min(float(self._ceiling), self._limit + 1 / self._limit)
-        self._limiter.total_tokens = max(1, int(self._limit))
+        self.in_flight = 0
 
     @property
     def limit(self) -> int:
-        return int(self._limiter.total_tokens)
+        """Calls allowed in flight now."""
+        return max(1, int(self._value))
+
+    async def admit(self, worker: int) -> int:
+        """Wait until worker number ``worker`` may start a call; returns the call's epoch."""
+        while worker >= self.limit:
+            await self._changed.wait()
+        self.in_flight += 1
+        return self.epoch
+
+    def done(self, *, pushed_back: bool, epoch: int) -> None:
+        """Account for a finished call."""
+        self.in_flight -= 1
+        if not self._adaptive:
+            return
+        before = self.limit
+        if pushed_back:
+            if epoch == self.epoch:
+                self.epoch += 1
+                self._value = max(1.0, self._value / 2)
+        else:
+            self._value = min(float(self._ceiling), self._value + 1 / self._value)
+        if self.limit > before:
+            self._changed.set()
+            self._changed = anyio.Event()
 
 
 def _pushed_back(outcome: InvokeResult | AcceptedJob | BaaSError) -> bool:
@@ -115,25 +126,38 @@ _END = object()
 
 
 class _Entries:
-    """Pulls inputs one at a time from an iterable or an async iterable, and closes an
-    async generator input when the fan-out ends early (not leaving it to the GC)."""
+    """Hands out the inputs one at a time, numbered, from an iterable or an async iterable;
+    closes an async generator input when the fan-out ends early (not leaving it to the GC).
+    """
 
     def __init__(self, items: Iterable[Any] | AsyncIterable[Any]) -> None:
         self._async: AsyncIterator[Any] | None = None
         self._sync: Iterator[Any] | None = None
+        # An async iterator must not be advanced by two workers at once.
+        self._lock: anyio.Lock | None = None
         if isinstance(items, AsyncIterable):
             self._async = aiter(items)
+            self._lock = anyio.Lock()
         else:
             self._sync = iter(items)
+        self._count = 0
 
-    async def next(self) -> Any:
-        if self._async is not None:
-            try:
-                return await anext(self._async)
-            except StopAsyncIteration:
-                return _END
-        assert self._sync is not None
-        return next(self._sync, _END)
+    async def next(self) -> tuple[int, Any]:
+        """``(index, input)``, or ``(-1, _END)`` when the inputs are exhausted."""
+        if self._lock is None:
+            assert self._sync is not None
+            entry = next(self._sync, _END)
+        else:
+            assert self._async is not None
+            async with self._lock:
+                try:
+                    entry = await anext(self._async)
+                except StopAsyncIteration:
+                    entry = _END
+        if entry is _END:
+            return -1, _END
+        self._count += 1
+        return self._count - 1, entry
 
     async def aclose(self) -> None:
         close = getattr(self._async, "aclose", None)
@@ -155,74 +179,96 @@ async def fan_out(
 ) -> AsyncIterator[AsyncIterator[ItemResult]]:
     """Run ``invoke`` over the inputs and hand out their results as an async iterator.
 
-    Inputs are pulled only when a slot is free, and at most ``2 * concurrency`` finished
-    results wait for the consumer, so memory stays bounded whatever the input's length.
+    ``concurrency`` workers each pull the next input when they are free (so inputs are
+    consumed lazily) and at most ``2 * concurrency`` finished results wait for the
+    consumer, so memory stays bounded whatever the input's length. A worker per slot,
+    rather than a task per input, keeps the fan-out's own cost per call small.
     """
     limit = _AdaptiveLimit(concurrency, adaptive)
     window = anyio.Semaphore(2 * concurrency)
     send, receive = anyio.create_memory_object_stream[ItemResult](2 * concurrency)
-    counts = {"done": 0, "failed": 0}
+    entries = _Entries(params)
+    counts = [0, 0]  # done, failed
     # The error that ends the whole fan-out (fail_fast, or a bad input), raised as itself
     # after the task group has stopped rather than wrapped in an exception group.
     failure: list[Exception] = []
 
-    async def run_one(
-        tg: anyio.abc.TaskGroup, index: int, name: str, item: Any, token: object, epoch: int
-    ) -> None:
-        try:
-            outcome: InvokeResult | AcceptedJob | BaaSError = await invoke(name, item)
-        except BaaSError as exc:
-            outcome = exc
-        except Exception as exc:  # bad arguments (params not JSON...): a bug, stop it all
-            limit.release(token, pushed_back=False, epoch=epoch)
-            failure.append(exc)
-            tg.cancel_scope.cancel()
-            return
-        limit.release(token, pushed_back=_pushed_back(outcome), epoch=epoch)
-        if isinstance(outcome, BaaSError):
-            done = ItemResult(index, name, item, error=outcome)
-        else:
-            done = ItemResult(index, name, item, result=outcome)
-        counts["done"] += 1
-        counts["failed"] += not done.ok
-        if progress is not None:
-            progress(counts["done"], counts["failed"], limit.in_flight)
-        if fail_fast and isinstance(outcome, BaaSError):
-            failure.append(outcome)
-            tg.cancel_scope.cancel()
-            return
-        await send.send(done)
-
-    async def produce(tg: anyio.abc.TaskGroup) -> None:
-        entries = _Entries(params)
-        async with send, anyio.create_task_group() as calls:
-            index = 0
-            try:
-                while (entry := await entries.next()) is not _END:
-                    if function_name is None:
-                        name, item = _split_pair(index, entry)
-                    else:
-                        name, item = function_name, entry
+    async def work(worker: int, send: _Send) -> None:
+        async with send:
+            while True:
+                epoch = await limit.admit(worker)
+                try:
+                    window.acquire_nowait()
+                except anyio.WouldBlock:
                     await window.acquire()
-                    token = object()
-                    epoch = await limit.acquire(token)
-                    calls.start_soon(run_one, tg, index, name, item, token, epoch)
-                    index += 1
-            except Exception as exc:  # the input itself failed, or is malformed
-                failure.append(exc)
-                tg.cancel_scope.cancel()
-            finally:
-                with anyio.CancelScope(shield=True):
-                    await entries.aclose()
+                index, entry = await entries.next()
+                if entry is _END:
+                    limit.in_flight -= 1
+                    return
+                if function_name is None:
+                    name, item = _split_pair(index, entry)
+                else:
+                    name, item = function_name, entry
+                try:
+                    outcome: InvokeResult | AcceptedJob | BaaSError = await invoke(name, item)
+                except BaaSError as exc:
+                    outcome = exc
+                limit.done(pushed_back=_pushed_back(outcome), epoch=epoch)
+                if isinstance(outcome, BaaSError):
+                    result = ItemResult(index, name, item, error=outcome)
+                else:
+                    result = ItemResult(index, name, item, result=outcome)
+                counts[0] += 1
+                counts[1] += not result.ok
+                if progress is not None:
+                    progress(counts[0], counts[1], limit.in_flight)
+                if fail_fast and result.error is not None:
+                    raise result.error
+                try:
+                    send.send_nowait(result)
+                except anyio.WouldBlock:
+                    await send.send(result)
+
+    async def run_workers(tg: anyio.abc.TaskGroup) -> None:
+        try:
+            async with send, anyio.create_task_group() as workers:
+                for worker in range(concurrency):
+                    workers.start_soon(work, worker, send.clone())
+        except BaseExceptionGroup as group:
+            # Bad input, a failed input iterator or fail_fast: end everything with the
+            # first such error, raised as itself.
+            first = _first_error(group)
+            if first is None:
+                raise
+            failure.append(first)
+            tg.cancel_scope.cancel()
+        finally:
+            with anyio.CancelScope(shield=True):
+                await entries.aclose()
 
     async with receive, anyio.create_task_group() as tg:
-        tg.start_soon(produce, tg)
+        tg.start_soon(run_workers, tg)
         try:
             yield _Results(receive, window, ordered)
         finally:
             tg.cancel_scope.cancel()
     if failure:
         raise failure[0]
+
+
+_Send = MemoryObjectSendStream[ItemResult]
+
+
+def _first_error(group: BaseExceptionGroup[BaseException]) -> Exception | None:
+    """The first plain ``Exception`` in a (nested) group, ignoring cancellations."""
+    for exc in group.exceptions:
+        if isinstance(exc, BaseExceptionGroup):
+            found = _first_error(exc)
+            if found is not None:
+                return found
+        elif isinstance(exc, Exception):
+            return exc
+    return None
 
 
 class _Results:

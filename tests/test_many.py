@@ -148,21 +148,17 @@ def test_adaptive_limit_halves_on_pushback_and_grows_back() -> None:
     limit = _AdaptiveLimit(64, adaptive=True)
 
     async def scenario() -> None:
-        tokens = [object() for _ in range(64)]
-        epochs = [await limit.acquire(token) for token in tokens]
-        for token, epoch in zip(tokens, epochs, strict=True):
-            limit.release(token, pushed_back=True, epoch=epoch)
+        epochs = [await limit.admit(worker) for worker in range(64)]
+        for epoch in epochs:
+            limit.done(pushed_back=True, epoch=epoch)
         assert limit.limit == 32  # a burst of 64 pushbacks halves once, not 64 times
         for _ in range(3):
-            token = object()
-            epoch = await limit.acquire(token)
-            limit.release(token, pushed_back=True, epoch=epoch)
+            limit.done(pushed_back=True, epoch=await limit.admit(0))
         assert limit.limit == 4
         for _ in range(200):
-            token = object()
-            epoch = await limit.acquire(token)
-            limit.release(token, pushed_back=False, epoch=epoch)
+            limit.done(pushed_back=False, epoch=await limit.admit(0))
         assert 4 < limit.limit <= 64
+        assert limit.in_flight == 0
 
     anyio.run(scenario)
 
