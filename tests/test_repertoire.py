@@ -81,3 +81,20 @@ async def test_refused_connection_is_a_typed_error_within_the_deadline() -> None
     async with AsyncBaaS("demo", base_url=f"http://127.0.0.1:{free_port()}") as baas:
         with anyio.fail_after(DEADLINE + 0.5), pytest.raises(BaaSError):
             await baas.invoke("f", timeout=DEADLINE)
+
+
+async def test_reset_before_reading_the_request_is_a_typed_error() -> None:
+    """A server that resets each connection as soon as it is accepted: a BaaSError."""
+    listener = await anyio.create_tcp_listener(local_host="127.0.0.1", local_port=0)
+    port = listener.extra(SocketAttribute.local_port)
+
+    async def reset(stream) -> None:
+        await reset_at_once(stream, b"")
+        await stream.aclose()
+
+    async with listener, anyio.create_task_group() as tg:
+        tg.start_soon(listener.serve, reset)
+        async with AsyncBaaS("demo", base_url=f"http://127.0.0.1:{port}") as baas:
+            with anyio.fail_after(DEADLINE + 0.5), pytest.raises(BaaSError):
+                await baas.invoke("f", timeout=DEADLINE)
+        tg.cancel_scope.cancel()
