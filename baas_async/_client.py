@@ -198,7 +198,16 @@ class AsyncBaaS:
         self._build = oserve_invoke if self._open_api else hserve_invoke
         self._static_headers = self._make_static_headers()
         self._sender: Sender | None = None
+        self._closed_event: anyio.Event | None = None
         self._state = _State.UNOPENED
+
+    def _closing(self) -> anyio.Event:
+        """Set by :meth:`aclose`, so that calls pausing between attempts stop at once."""
+        if self._closed_event is None:
+            self._closed_event = anyio.Event()
+            if self._state is _State.CLOSED:
+                self._closed_event.set()
+        return self._closed_event
 
     def _make_static_headers(self) -> list[tuple[str, str]]:
         headers = [
@@ -237,6 +246,8 @@ class AsyncBaaS:
         flight fail with :class:`ClientClosed`. A caller's ``http_client`` or ``transport``
         stays open (and calls in flight on it run to their end)."""
         self._state = _State.CLOSED
+        if self._closed_event is not None:
+            self._closed_event.set()
         sender, self._sender = self._sender, None
         if sender is not None:
             await sender.aclose()
@@ -423,12 +434,14 @@ class AsyncBaaS:
                 )
             except BaaSError as exc:
                 exc.attempts = call.attempts
+                exc.may_have_run = exc.may_have_run or call.earlier_may_have_run
                 if call.attempts >= policy.attempts or not retry_reason(exc, replay):
                     raise
                 failure = exc
             else:
                 if call.attempts >= policy.attempts or not retry_reason(outcome, replay):
-                    self._budget.refund()
+                    if call.attempts == 1:
+                        self._budget.refund()
                     return outcome
                 assert isinstance(outcome, InvokeResult)  # only results are replayed
                 failure = outcome
@@ -440,8 +453,20 @@ class AsyncBaaS:
                 if isinstance(failure, BaaSError):
                     raise failure
                 return failure
-            await anyio.sleep(0 if is_testing() else delay)
-            call.next_attempt()
+            with anyio.move_on_after(0 if is_testing() else delay):
+                await self._closing().wait()  # aclose() ends the pause at once
+            if self._state is _State.CLOSED:
+                raise ClientClosed(
+                    "the AsyncBaaS client was closed while the call waited to retry",
+                    function_name=call.function_name,
+                    may_have_run=call.may_have_run,
+                    elapsed=call.elapsed(),
+                )
+            call.next_attempt(
+                previous_may_have_run=(
+                    failure.may_have_run if isinstance(failure, BaaSError) else True
+                )
+            )
 
     async def _send(self, sender: Sender, call: Call, path: str, body: bytes) -> RawResponse:
         headers = [("X-Request-Id", call.request_id)]
@@ -456,7 +481,7 @@ class AsyncBaaS:
             return response
         # The token was refused (revoked, or expired early): renew it once and replay once.
         # A 401 means the platform turned the request away, so the function did not run.
-        call.sent = False if sender.traced else None
+        call.next_attempt(previous_may_have_run=False)
         token = await self._token(tokens.renew(sender, token, call.timeout), call)
         return await sender.send(
             call, "POST", path, [("Authorization", f"Bearer {token}"), *headers], body

@@ -74,7 +74,8 @@ class _AdaptiveLimit:
     one per round of calls); a call the platform pushed back (429, 503, a job that could
     not be scheduled, or any call that needed a retry) halves it, at most once per round:
     calls started before the last decrease cannot decrease it again. Workers numbered at or
-    above the limit wait in :meth:`admit` until it grows back.
+    above the limit wait in :meth:`admit` until it grows back, or until :meth:`finish` says
+    there is no more work.
     """
 
     def __init__(self, ceiling: int, adaptive: bool) -> None:
@@ -82,6 +83,7 @@ class _AdaptiveLimit:
         self._adaptive = adaptive
         self._value = float(ceiling)
         self._changed = anyio.Event()
+        self._finished = False
         self.epoch = 0
         self.in_flight = 0
 
@@ -90,12 +92,17 @@ class _AdaptiveLimit:
         """Calls allowed in flight now."""
         return max(1, int(self._value))
 
-    async def admit(self, worker: int) -> int:
-        """Wait until worker number ``worker`` may start a call; returns the call's epoch."""
-        while worker >= self.limit:
+    async def admit(self, worker: int) -> int | None:
+        """Wait until worker number ``worker`` may start a call; returns the call's epoch, or
+        ``None`` once the inputs are exhausted."""
+        while worker >= self.limit and not self._finished:
             await self._changed.wait()
-        self.in_flight += 1
-        return self.epoch
+        return None if self._finished else self.epoch
+
+    def finish(self) -> None:
+        """No inputs are left: release every waiting worker."""
+        self._finished = True
+        self._changed.set()
 
     def done(self, *, pushed_back: bool, epoch: int) -> None:
         """Account for a finished call."""
@@ -197,14 +204,17 @@ async def fan_out(
         async with send:
             while True:
                 epoch = await limit.admit(worker)
+                if epoch is None:
+                    return
                 try:
                     window.acquire_nowait()
                 except anyio.WouldBlock:
                     await window.acquire()
                 index, entry = await entries.next()
                 if entry is _END:
-                    limit.in_flight -= 1
+                    limit.finish()
                     return
+                limit.in_flight += 1
                 if function_name is None:
                     name, item = _split_pair(index, entry)
                 else:
@@ -222,8 +232,8 @@ async def fan_out(
                 counts[1] += not result.ok
                 if progress is not None:
                     progress(counts[0], counts[1], limit.in_flight)
-                if fail_fast and result.error is not None:
-                    raise result.error
+                if fail_fast and not result.ok:
+                    result.unwrap()  # raises the call's error, or FunctionError
                 try:
                     send.send_nowait(result)
                 except anyio.WouldBlock:
@@ -243,17 +253,26 @@ async def fan_out(
             failure.append(first)
             tg.cancel_scope.cancel()
         finally:
-            with anyio.CancelScope(shield=True):
+            # Shielded, so that a cancelled fan-out still closes an async generator input;
+            # bounded, so that one whose cleanup hangs cannot hang us.
+            with anyio.CancelScope(shield=True), anyio.move_on_after(5):
                 await entries.aclose()
 
+    consumer_error: BaseException | None = None
     async with receive, anyio.create_task_group() as tg:
         tg.start_soon(run_workers, tg)
         try:
             yield _Results(receive, window, ordered)
+        except BaseException as exc:
+            # Raised in the consumer's own loop: re-raised below as itself, not wrapped in
+            # an exception group by the task group around it.
+            consumer_error = exc
         finally:
             tg.cancel_scope.cancel()
-    if failure:
+    if failure:  # fail_fast or a bad input; the consumer saw only our cancellation
         raise failure[0]
+    if consumer_error is not None:
+        raise consumer_error
 
 
 _Send = MemoryObjectSendStream[ItemResult]

@@ -4,9 +4,7 @@ The policy is outcome-based: what matters is whether the function can have run, 
 exception class came up. By default a call is retried only when the platform provably did
 not run the function:
 
-* the connection could not be opened (``ConnectError``);
-* a kept-alive connection was found closed by the server before any reply
-  (``ConnectionLost`` with ``may_have_run=False``);
+* the connection could not be opened, or broke before anything was sent (``ConnectError``);
 * HTTP 429 and 503, honouring ``Retry-After``;
 * HTTP 400 for a job that could not be scheduled (the quota stayed full).
 

@@ -34,6 +34,7 @@ OSERVE_INVOKE_PATH = "/oserve/v1.3/cloud-function/{name}/job/"
 AUTHORIZE_PATH = "/api/oauth2/hydrogen/openapi/authorize/"
 ACCESS_TOKEN_PATH = "/api/oauth2/access_token/"  # noqa: S105 (a path, not a secret)
 
+_SCHEDULE_FAILED = re.compile(r"\bschedule_failed\b", re.IGNORECASE)
 _TOKEN_SAFE = re.compile(r"[\x21-\x7e]+")
 
 _STATUS_ERRORS: dict[int, type[HTTPStatusError]] = {
@@ -223,8 +224,9 @@ def raise_for_status(
         may_have_run = status != 503
     else:
         error_class = _STATUS_ERRORS.get(status, HTTPStatusError)
-        # A 400 is either a scheduling failure (never ran) or a failed execution.
-        may_have_run = status == 400 and "schedul" not in (error_msg or "").lower()
+        # A 400 is either a scheduling failure (never ran) or a failed execution. Only the
+        # platform's own job status name counts, not any message mentioning "schedule".
+        may_have_run = status == 400 and not _SCHEDULE_FAILED.search(error_msg or "")
     raise error_class(
         message,
         status=status,

@@ -59,7 +59,16 @@ class Call:
     "may have run".
     """
 
-    __slots__ = ("attempts", "function_name", "request_id", "sent", "started", "timeout", "traced")
+    __slots__ = (
+        "attempts",
+        "earlier_may_have_run",
+        "function_name",
+        "request_id",
+        "sent",
+        "started",
+        "timeout",
+        "traced",
+    )
 
     def __init__(
         self, function_name: str | None, request_id: str, timeout: float | None, *, traced: bool
@@ -71,6 +80,7 @@ class Call:
         self.traced = traced
         self.sent: bool | None = False if traced else None
         self.attempts = 1
+        self.earlier_may_have_run = False
 
     def elapsed(self) -> float:
         """Seconds since the call started."""
@@ -80,15 +90,18 @@ class Call:
         """Seconds left before the deadline (``None``: no deadline)."""
         return None if self.timeout is None else self.timeout - self.elapsed()
 
-    def next_attempt(self) -> None:
-        """Start another attempt: nothing of it has been sent yet."""
+    def next_attempt(self, *, previous_may_have_run: bool) -> None:
+        """Start another attempt: nothing of it has been sent yet; whether the one before
+        may have run the function is kept."""
+        self.earlier_may_have_run = self.earlier_may_have_run or previous_may_have_run
         self.attempts += 1
         self.sent = False if self.traced else None
 
     @property
     def may_have_run(self) -> bool:
-        """Whether any part of the request may have reached the server."""
-        return self.sent is not False
+        """Whether any attempt may have run the function: this one was (partly) sent, or an
+        earlier one may have run it."""
+        return self.earlier_may_have_run or self.sent is not False
 
 
 class Sender(Protocol):
@@ -144,15 +157,7 @@ def _subject(call: Call) -> str:
 
 
 class _Failure(Exception):
-    """Raised inside the native transports; translated in ``NativeSender.send``.
-
-    ``stale``: a reused keep-alive connection was closed by the server before a single byte
-    of reply, the sign of a server that closed it while idle, before the request arrived.
-    """
-
-    def __init__(self, message: str, *, stale: bool = False) -> None:
-        super().__init__(message)
-        self.stale = stale
+    """Raised inside the native transports; translated in ``NativeSender.send``."""
 
 
 class _TooLarge(_Failure):
@@ -260,12 +265,12 @@ class _Reply:
         self.complete = True
 
 
-def _incomplete(exc: BaseException | None, reply: _Reply, reused: bool) -> _Failure:
+def _incomplete(exc: BaseException | None) -> _Failure:
+    # Even on a reused connection with no byte of reply yet, the server may have read the
+    # request and run the function before closing: that is "may have run", never "stale"
+    # (RFC 9112 §9.3.1). Connections the server closed while idle are caught before reuse.
     reason = f" ({exc})" if exc else ""
-    stale = reused and not reply.received
-    return _Failure(
-        f"the server closed the connection before the reply was complete{reason}", stale=stale
-    )
+    return _Failure(f"the server closed the connection before the reply was complete{reason}")
 
 
 class _Connection(asyncio.Protocol):
@@ -290,18 +295,20 @@ class _Connection(asyncio.Protocol):
         """Whether an idle connection is still open and quiet.
 
         The server may have closed it a moment ago, before the event loop processed that;
-        any readable byte (a close, or data nobody asked for) rules it out. One ``select``
-        with a zero timeout, as urllib3 does before reusing a connection.
+        any readable byte (a close, or data nobody asked for) rules it out. One ``poll``
+        with a zero timeout, as urllib3 does before reusing a connection (``poll``, not
+        ``select``, which fails for descriptors above 1023).
         """
         if self.closed:
             return False
         if self._fd < 0:
             return True
+        poller = select.poll()
+        poller.register(self._fd, select.POLLIN)
         try:
-            readable, _, _ = select.select([self._fd], [], [], 0)
-        except (OSError, ValueError):
+            return not poller.poll(0)
+        except OSError:
             return False
-        return not readable
 
     # asyncio.Protocol
 
@@ -335,7 +342,7 @@ class _Connection(asyncio.Protocol):
         if self._reply.end_of_stream(exc):
             waiter.set_result(None)
         else:
-            waiter.set_exception(_incomplete(exc, self._reply, self.uses > 1))
+            waiter.set_exception(_incomplete(exc))
 
     def abort(self) -> None:
         """Close at once, dropping unsent data: used whenever the state is uncertain."""
@@ -403,6 +410,8 @@ class _ProtocolPool:
                 self._busy.add(conn)
                 return conn
             self._drop(conn)
+        if self.closed:
+            raise _Failure("pool closed")
         if self._slots_taken < self._origin.max_connections:
             self._slots_taken += 1
             return await self._open()
@@ -547,9 +556,9 @@ class _StreamConnection:
             except anyio.EndOfStream as exc:
                 if reply.end_of_stream():
                     break
-                raise _incomplete(None, reply, self.uses > 1) from exc
+                raise _incomplete(None) from exc
             except anyio.BrokenResourceError as exc:
-                raise _incomplete(exc, reply, self.uses > 1) from exc
+                raise _incomplete(exc) from exc
             reply.feed(chunk)
         return reply.result()
 
@@ -678,6 +687,8 @@ class NativeSender:
         self, call: Call, method: str, path: str, headers: list[tuple[str, str]], body: bytes
     ) -> RawResponse:
         """Send one request on a pooled connection and read the whole reply."""
+        if self._closed:
+            raise _closed_error(call)
         head = "".join(f"{key}: {value}\r\n" for key, value in headers)
         data = (
             f"{method} {self._prefix}{path} HTTP/1.1\r\n{self._head}{head}"
@@ -721,12 +732,10 @@ class NativeSender:
                 may_have_run=False,
                 elapsed=call.elapsed(),
             )
-        stale = isinstance(exc, _Failure) and exc.stale
         return ConnectionLost(
-            f"{_subject(call)}: {exc}"
-            + (" (a kept-alive connection the server had closed)" if stale else ""),
+            f"{_subject(call)}: {exc}",
             function_name=call.function_name,
-            may_have_run=call.may_have_run and not stale,
+            may_have_run=call.may_have_run,
             elapsed=call.elapsed(),
         )
 
@@ -840,7 +849,10 @@ class HttpxSender:
         if self._closed:
             return _closed_error(call)
         subject = _subject(call)
-        if isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)):
+        connect_failure = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+        # Some transports (httpx-aiohttp) report any lost connection as a connect error:
+        # believe it only while the trace says nothing was sent.
+        if isinstance(exc, connect_failure) and call.sent is not True:
             return ConnectError(
                 f"{subject}: could not connect: {exc!r}",
                 function_name=call.function_name,

@@ -152,7 +152,10 @@ async def test_refused_token_is_renewed_once_and_the_call_replayed(
             for _ in range(20):
                 tg.start_soon(baas.invoke, "echo")
         assert (await baas.invoke("echo")).ok
-    assert emulator.emulator.stats.token_exchanges == 2
+        emulator.emulator.revoke_tokens()
+        replayed = await baas.invoke("echo")
+    assert replayed.attempts == 2  # the refused send counts as an attempt
+    assert emulator.emulator.stats.token_exchanges == 3
 
 
 async def test_ready_access_token_is_used_and_not_renewed(emulator: ServedEmulator) -> None:

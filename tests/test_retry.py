@@ -11,6 +11,7 @@ import pytest
 
 from baas_async import (
     AsyncBaaS,
+    ClientClosed,
     ConnectError,
     ConnectionLost,
     InvalidResponse,
@@ -202,24 +203,64 @@ async def test_budget_caps_retries_across_calls(no_backoff: None) -> None:
     assert budget.tokens == 0
 
 
-async def test_stale_keep_alive_connection_is_replaced() -> None:
-    """A kept-alive connection the server dropped without a word is retried on a new one."""
+async def test_idle_connection_closed_by_the_server_is_replaced() -> None:
+    """A kept-alive connection the server closed while idle is replaced, not retried."""
+    closed = anyio.Event()
+
+    async def reply_then_close_idle(stream, request: bytes) -> bool:
+        await stream.send(OK)  # no "Connection: close": the client may keep it
+        closed.set()
+        return False
+
+    async with serve(reply_then_close_idle) as server, AsyncBaaS("demo", base_url=server.url) as b:
+        first = await b.invoke("f")
+        await closed.wait()
+        second = await b.invoke("f")
+    assert (first.attempts, second.attempts) == (1, 1)
+    assert server.connections == 2
+
+
+async def test_reused_connection_dropped_after_the_request_is_not_replayed() -> None:
+    """A reused connection that breaks after the server read the request may have run the
+    function: reported, and sent only once."""
     served_on: dict[int, int] = {}
 
     async def handler(stream, request: bytes) -> bool:
-        key = id(stream)
-        served_on[key] = served_on.get(key, 0) + 1
-        if served_on[key] == 2:
-            return False  # close the reused connection, as a server timing it out would
+        served_on[id(stream)] = served_on.get(id(stream), 0) + 1
+        if served_on[id(stream)] == 2:
+            return False  # read the request, then drop the connection
         await stream.send(OK)
         return True
 
     async with serve(handler) as server, AsyncBaaS("demo", base_url=server.url) as b:
-        first = await b.invoke("f")
-        second = await b.invoke("f")
-    assert (first.attempts, second.attempts) == (1, 2)
-    assert second.ok
-    assert server.connections == 2
+        await b.invoke("f")
+        with pytest.raises(ConnectionLost) as info:
+            await b.invoke("f")
+    assert info.value.may_have_run
+    assert info.value.attempts == 1
+    assert len(server.arrivals) == 2
+
+
+async def test_aclose_ends_a_pause_between_attempts() -> None:
+    """aclose() fails a call waiting to retry at once, without another attempt."""
+    async with serve(scripted(error_reply(429, "Retry-After: 3"), OK)) as server:
+        baas = AsyncBaaS("demo", base_url=server.url)
+        errors: list[BaseException] = []
+
+        async def call() -> None:
+            try:
+                await baas.invoke("f")
+            except ClientClosed as exc:
+                errors.append(exc)
+
+        with anyio.fail_after(1):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(call)
+                await server.first_request.wait()
+                await anyio.wait_all_tasks_blocked()
+                await baas.aclose()
+    assert len(errors) == 1
+    assert len(server.arrivals) == 1
 
 
 @pytest.mark.parametrize(
