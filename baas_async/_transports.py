@@ -153,6 +153,33 @@ def _subject(call: Call) -> str:
     return f"cloud function {call.function_name!r}"
 
 
+def _connect_error(call: Call, detail: str) -> ConnectError:
+    return ConnectError(
+        f"{_subject(call)}: could not connect{detail}",
+        function_name=call.function_name,
+        may_have_run=False,
+        elapsed=call.elapsed(),
+    )
+
+
+def _connection_lost(call: Call, detail: str) -> ConnectionLost:
+    return ConnectionLost(
+        f"{_subject(call)}: {detail}",
+        function_name=call.function_name,
+        may_have_run=call.may_have_run,
+        elapsed=call.elapsed(),
+    )
+
+
+def _too_large(call: Call, limit: int) -> ResponseTooLarge:
+    return ResponseTooLarge(
+        f"{_subject(call)}: the reply is larger than the {limit}-byte limit",
+        function_name=call.function_name,
+        elapsed=call.elapsed(),
+        limit=limit,
+    )
+
+
 # -- the native transports ----------------------------------------------------------------------
 
 
@@ -716,28 +743,13 @@ class NativeSender:
         if self._closed:
             return _closed_error(call)
         if isinstance(exc, _TooLarge):
-            return ResponseTooLarge(
-                f"{_subject(call)}: {exc}",
-                function_name=call.function_name,
-                elapsed=call.elapsed(),
-                limit=self._origin.max_response_size or 0,
-            )
+            return _too_large(call, self._origin.max_response_size or 0)
+        why = str(exc) or repr(exc)
         if call.sent is False:
             # Nothing reached the server: however it failed, it failed to connect (a TLS
             # handshake cut short, a reset while sending).
-            origin, why = self._origin, str(exc) or repr(exc)
-            return ConnectError(
-                f"{_subject(call)}: could not connect to {origin.host}:{origin.port}: {why}",
-                function_name=call.function_name,
-                may_have_run=False,
-                elapsed=call.elapsed(),
-            )
-        return ConnectionLost(
-            f"{_subject(call)}: {exc}",
-            function_name=call.function_name,
-            may_have_run=call.may_have_run,
-            elapsed=call.elapsed(),
-        )
+            return _connect_error(call, f" to {self._origin.host}:{self._origin.port}: {why}")
+        return _connection_lost(call, why)
 
     async def aclose(self) -> None:
         """Close every connection; calls in flight fail with :class:`ClientClosed`."""
@@ -836,43 +848,27 @@ class HttpxSender:
                         break
                     chunks.append(chunk)
         if size > limit:
-            raise ResponseTooLarge(
-                f"{_subject(call)}: the reply is larger than the {limit}-byte limit",
-                function_name=call.function_name,
-                elapsed=call.elapsed(),
-                limit=limit,
-            )
+            raise _too_large(call, limit)
         return b"".join(chunks)
 
     def _translate(self, call: Call, exc: httpx.HTTPError) -> Exception:
         """Map an httpx error onto the baas_async tree."""
         if self._closed:
             return _closed_error(call)
-        subject = _subject(call)
         connect_failure = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
         # Some transports (httpx-aiohttp) report any lost connection as a connect error:
         # believe it only while the trace says nothing was sent.
         if isinstance(exc, connect_failure) and call.sent is not True:
-            return ConnectError(
-                f"{subject}: could not connect: {exc!r}",
-                function_name=call.function_name,
-                may_have_run=False,
-                elapsed=call.elapsed(),
-            )
+            return _connect_error(call, f": {exc!r}")
         if isinstance(exc, httpx.TimeoutException):  # the caller's client's own timeouts
             return InvocationTimeout(
-                f"{subject}: the HTTP client's own timeout expired: {exc!r}",
+                f"{_subject(call)}: the HTTP client's own timeout expired: {exc!r}",
                 function_name=call.function_name,
                 may_have_run=call.may_have_run,
                 elapsed=call.elapsed(),
                 timeout=call.timeout if call.timeout is not None else call.elapsed(),
             )
-        return ConnectionLost(
-            f"{subject}: {exc!r}",
-            function_name=call.function_name,
-            may_have_run=call.may_have_run,
-            elapsed=call.elapsed(),
-        )
+        return _connection_lost(call, repr(exc))
 
     async def aclose(self) -> None:
         """Mark the sender closed; the caller's client or transport stays open."""
