@@ -208,18 +208,10 @@ def raise_for_status(
     message = f"{_subject(function_name)}: HTTP {status}: {detail}"
     retry_after = parse_retry_after(headers.get("retry-after")) if status in (429, 503) else None
     if status == 429:
-        raise RateLimited(
-            message,
-            status=status,
-            error_msg=error_msg,
-            body=body,
-            function_name=function_name,
-            may_have_run=False,
-            elapsed=elapsed,
-            retry_after=retry_after,
-        )
-    if status >= 500:
-        error_class: type[HTTPStatusError] = ServerError
+        error_class: type[HTTPStatusError] = RateLimited
+        may_have_run = False
+    elif status >= 500:
+        error_class = ServerError
         # Only a 503 says the request was turned away before anything ran.
         may_have_run = status != 503
     else:
