@@ -206,7 +206,6 @@ class _Reply:
         "keep_alive",
         "limit",
         "parser",
-        "received",
         "size",
         "status",
         "too_large",
@@ -224,14 +223,12 @@ class _Reply:
         self.headers_done = False
         self.complete = False
         self.keep_alive = True
-        self.received = False
         self.size = 0
         self.too_large = False
 
     def feed(self, data: bytes) -> None:
         """Parse received bytes; raise ``_Failure`` when they are not an HTTP reply, and
         ``_TooLarge`` as soon as the reply is known to pass the size limit."""
-        self.received = True
         try:
             self.parser.feed_data(data)
         except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
@@ -307,7 +304,6 @@ class _Connection(asyncio.Protocol):
         self._loop = loop
         self._transport: asyncio.Transport | None = None
         self._reply = _Reply(limit)
-        self.uses = 0
         self._waiter: asyncio.Future[None] | None = None
         self._fd = -1
         self.closed = False
@@ -381,7 +377,6 @@ class _Connection(asyncio.Protocol):
         assert self._transport is not None
         if self.closed:  # asyncio would drop the write silently and never answer
             raise _Failure("the connection closed before the request was sent")
-        self.uses += 1
         self._reply.reset()
         waiter = self._waiter = self._loop.create_future()
         try:
@@ -549,12 +544,11 @@ class _ProtocolPool:
 class _StreamConnection:
     """One HTTP/1.1 connection over an anyio byte stream (used on trio)."""
 
-    __slots__ = ("idle_since", "reply", "socket", "stream", "uses")
+    __slots__ = ("idle_since", "reply", "socket", "stream")
 
     def __init__(self, stream: anyio.abc.ByteStream, limit: int | None) -> None:
         self.stream = stream
         self.reply = _Reply(limit)
-        self.uses = 0
         self.idle_since = 0.0
         raw = anyio.abc.SocketAttribute.raw_socket
         self.socket: socket.socket | None = stream.extra(raw, None)  # noqa: S610 (not Django)
@@ -574,7 +568,6 @@ class _StreamConnection:
     async def roundtrip(self, call: Call, data: bytes) -> RawResponse:
         reply = self.reply
         reply.reset()
-        self.uses += 1
         await self.stream.send(data)
         call.sent = True
         while not reply.complete:
